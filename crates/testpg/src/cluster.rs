@@ -1,0 +1,325 @@
+//! Launching one PostgreSQL server: a copy of a cached `initdb` cluster, `postgres` started
+//! directly (as an unprivileged user when we are root), ready when `postmaster.pid` says so.
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::binaries::Binaries;
+use crate::conn::ConnectionInfo;
+use crate::error::{Error, Result};
+use crate::os::{self, ServerUser};
+
+/// Environment variable overriding the folder under which servers, caches and runs are kept.
+pub const DIR_ENV: &str = "TESTPG_DIR";
+
+/// The superuser of launched servers.
+pub const SUPERUSER: &str = "postgres";
+
+/// How a [`Cluster`] is launched.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClusterOptions {
+    /// Also listen on `127.0.0.1` (a free port, password authentication). Off by default: the
+    /// server then listens only on a Unix socket in a private folder.
+    pub tcp: bool,
+    /// Copy the data folder from a cluster `initdb` made once per binaries (default). When off,
+    /// `initdb` runs for this server (the slow, cold path).
+    pub use_cache: bool,
+    /// Kill the server if the thread that started it ends (Linux `PR_SET_PDEATHSIG`), so a crashed
+    /// owner cannot leak it. On by default; turn it off when the `Cluster` outlives that thread.
+    pub die_with_thread: bool,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions { tcp: false, use_cache: true, die_with_thread: true }
+    }
+}
+
+/// A running PostgreSQL server that this handle owns: dropping it (or [`Cluster::stop`]) stops
+/// the server and removes its folder.
+#[derive(Debug)]
+pub struct Cluster {
+    child: Option<Child>,
+    dir: PathBuf,
+    port: u16,
+    tcp_password: Option<String>,
+}
+
+/// The server's durability and housekeeping are off: tests want speed, not crash safety.
+const SETTINGS: &[(&str, &str)] = &[
+    ("fsync", "off"),
+    ("synchronous_commit", "off"),
+    ("full_page_writes", "off"),
+    ("autovacuum", "off"),
+    ("wal_level", "minimal"),
+    ("max_wal_senders", "0"),
+    ("max_connections", "300"),
+    ("unix_socket_permissions", "0700"),
+    ("shared_buffers", "64MB"),
+];
+
+const PORT_ATTEMPTS: usize = 5;
+
+impl Cluster {
+    /// Launches a server in the new folder `dir` (data in `dir/data`, socket in `dir/socket`, log
+    /// in `dir/server.log`).
+    pub fn start(binaries: &Binaries, dir: impl Into<PathBuf>, options: &ClusterOptions) -> Result<Cluster> {
+        let dir = dir.into();
+        let user = os::server_user()?;
+        os::make_dir(&dir, 0o755, None)?;
+        let data = dir.join("data");
+        if options.use_cache {
+            let cached = cached_initdb(binaries, user)?;
+            os::copy_tree(&cached, &data, user)?;
+        } else {
+            os::make_dir(&data, 0o700, user)?;
+            initdb(binaries, &data, user)?;
+        }
+        os::make_dir(&dir.join("socket"), 0o700, user)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = if options.tcp { free_port(&dir)? } else { 5432 };
+            match launch(binaries, &dir, port, options, user) {
+                Ok(child) => {
+                    let mut cluster = Cluster { child: Some(child), dir, port, tcp_password: None };
+                    if options.tcp {
+                        cluster.set_tcp_password()?;
+                    }
+                    return Ok(cluster);
+                }
+                Err(e) if options.tcp && attempt < PORT_ATTEMPTS && port_taken(&dir) => {
+                    tracing::debug!("port {port} was taken, retrying: {e}");
+                }
+                Err(e) => {
+                    let _ = os::remove_tree(&dir);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Superuser settings for database `postgres` over the Unix socket.
+    pub fn connection(&self) -> ConnectionInfo {
+        ConnectionInfo {
+            host: self.dir.join("socket").to_string_lossy().into_owned(),
+            port: self.port,
+            user: SUPERUSER.to_owned(),
+            password: None,
+            dbname: "postgres".to_owned(),
+        }
+    }
+
+    /// Superuser settings over TCP (`127.0.0.1`, with a password), when launched with `tcp`.
+    pub fn tcp_connection(&self) -> Option<ConnectionInfo> {
+        let password = self.tcp_password.clone()?;
+        Some(ConnectionInfo { host: "127.0.0.1".to_owned(), password: Some(password), ..self.connection() })
+    }
+
+    /// The postmaster's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// The folder this server lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether the server process has ended (e.g. it crashed or was killed).
+    pub fn has_exited(&mut self) -> bool {
+        self.child.as_mut().is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Stops the server (fast shutdown: SIGINT, then SIGKILL after 10 s) and removes its folder.
+    pub fn stop(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            os::signal(child.id(), libc::SIGINT);
+            if wait_exit(&mut child, Duration::from_secs(10)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        os::remove_tree(&self.dir)
+    }
+
+    fn set_tcp_password(&mut self) -> Result<()> {
+        let password = os::random_hex(12);
+        let client = crate::client::Client::connect(&self.connection())?;
+        client.query(format!("ALTER ROLE {SUPERUSER} PASSWORD {}", crate::conn::literal(&password)))?;
+        self.tcp_password = Some(password);
+        Ok(())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::warn!("stopping PostgreSQL in {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// The folder under which everything of ours is kept: `TESTPG_DIR`, else `/dev/shm/testpg-<uid>`
+/// when `/dev/shm` is a writable tmpfs with room, else `<temp>/testpg-<uid>`.
+pub(crate) fn base_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(DIR_ENV).filter(|d| !d.is_empty()) {
+        return dir.into();
+    }
+    // SAFETY: geteuid has no preconditions.
+    let name = format!("testpg-{}", unsafe { libc::geteuid() });
+    let shm = Path::new("/dev/shm");
+    if os::writable(shm) && os::free_bytes(shm).is_some_and(|b| b > 1 << 30) {
+        return shm.join(name);
+    }
+    std::env::temp_dir().join(name)
+}
+
+/// A cluster made by `initdb` for these binaries, made once and kept under the base folder.
+fn cached_initdb(binaries: &Binaries, user: Option<ServerUser>) -> Result<PathBuf> {
+    let cache = base_dir().join("cache");
+    let name = format!("pg{}-{:012x}", binaries.version(), crate::hash(&binaries.dir().to_string_lossy()) >> 16);
+    let done = cache.join(&name);
+    if done.join("PG_VERSION").is_file() {
+        return Ok(done);
+    }
+    os::make_dir(&cache, 0o755, None)?;
+    let lock_path = cache.join(format!("{name}.lock"));
+    let lock = fs::File::create(&lock_path).map_err(Error::io("create", &lock_path))?;
+    lock.lock().map_err(Error::io("lock", &lock_path))?;
+    if done.join("PG_VERSION").is_file() {
+        return Ok(done);
+    }
+    let partial = cache.join(format!("{name}.partial-{}", std::process::id()));
+    os::remove_tree(&partial)?;
+    os::make_dir(&partial, 0o700, user)?;
+    if let Err(e) = initdb(binaries, &partial, user) {
+        let _ = os::remove_tree(&partial);
+        return Err(e);
+    }
+    os::remove_tree(&done)?;
+    fs::rename(&partial, &done).map_err(Error::io("rename", &partial))?;
+    Ok(done)
+}
+
+fn initdb(binaries: &Binaries, data: &Path, user: Option<ServerUser>) -> Result<()> {
+    let mut cmd = Command::new(binaries.tool("initdb"));
+    cmd.arg("-D").arg(data);
+    cmd.args(["-U", SUPERUSER, "-A", "trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C", "-N"]);
+    run_as(&mut cmd, user, data.parent().unwrap_or(data));
+    let out = cmd.output().map_err(Error::io("run", binaries.tool("initdb")))?;
+    if !out.status.success() {
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        return Err(Error::Command { program: "initdb".to_owned(), detail: format!("{}: {}", out.status, tail(&text, 10)) });
+    }
+    Ok(())
+}
+
+/// Configures `cmd` to run as `user` (when root) from a folder that user can enter.
+fn run_as(cmd: &mut Command, user: Option<ServerUser>, cwd: &Path) {
+    cmd.current_dir(cwd).stdin(Stdio::null());
+    if let Some(u) = user {
+        // As root, std also drops the supplementary groups before it changes the user.
+        cmd.uid(u.uid).gid(u.gid);
+    }
+}
+
+fn launch(binaries: &Binaries, dir: &Path, port: u16, options: &ClusterOptions, user: Option<ServerUser>) -> Result<Child> {
+    let log_path = dir.join("server.log");
+    let log = fs::File::create(&log_path).map_err(Error::io("create", &log_path))?;
+    let mut cmd = Command::new(binaries.tool("postgres"));
+    cmd.arg("-D").arg(dir.join("data")).arg("-k").arg(dir.join("socket")).arg("-p").arg(port.to_string());
+    let listen = if options.tcp { "127.0.0.1" } else { "" };
+    cmd.arg("-c").arg(format!("listen_addresses={listen}"));
+    for (key, value) in SETTINGS {
+        cmd.arg("-c").arg(format!("{key}={value}"));
+    }
+    run_as(&mut cmd, user, dir);
+    cmd.stdout(log.try_clone().map_err(Error::io("open", &log_path))?).stderr(log);
+    let die_with_thread = options.die_with_thread;
+    // SAFETY: the closure only makes async-signal-safe system calls.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Our own session: a test runner's signal to its process group does not hit the server.
+            libc::setsid();
+            if die_with_thread {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(Error::io("run", binaries.tool("postgres")))?;
+    match wait_ready(&mut child, dir) {
+        Ok(()) => Ok(child),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
+}
+
+fn start_timeout() -> Duration {
+    let secs = std::env::var("TESTPG_START_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    Duration::from_secs(secs)
+}
+
+/// Waits until line 8 of `postmaster.pid` reads `ready`, or the server exits, or the deadline.
+fn wait_ready(child: &mut Child, dir: &Path) -> Result<()> {
+    let pid_file = dir.join("data").join("postmaster.pid");
+    let log = dir.join("server.log");
+    let timeout = start_timeout();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(text) = fs::read_to_string(&pid_file)
+            && text.lines().nth(7).is_some_and(|l| l.trim() == "ready")
+        {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log_text = fs::read_to_string(&log).unwrap_or_default();
+            return Err(Error::Command { program: "postgres".to_owned(), detail: format!("{status}: {}", tail(&log_text, 10)) });
+        }
+        if Instant::now() > deadline {
+            let log_text = fs::read_to_string(&log).unwrap_or_default();
+            return Err(Error::NotReady { seconds: timeout.as_secs(), log, tail: tail(&log_text, 10) });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Waits up to `timeout` for `child` to exit.
+pub(crate) fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Err(_) => return None,
+            Ok(None) if Instant::now() > deadline => return None,
+            Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+}
+
+fn free_port(dir: &Path) -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(Error::io("bind a port for", dir))?;
+    Ok(listener.local_addr().map_err(Error::io("bind a port for", dir))?.port())
+}
+
+fn port_taken(dir: &Path) -> bool {
+    fs::read_to_string(dir.join("server.log")).is_ok_and(|log| log.contains("could not bind") || log.contains("in use"))
+}
+
+/// The last `n` lines of `text`.
+pub(crate) fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

@@ -1,0 +1,286 @@
+//! Databases for tests: a template built once per key, clones handed out from a warm pool.
+//!
+//! Every database of a run is named `<prefix><kind>_<key hash>…`, and the names are the whole
+//! state: `t_<h>` a finished template, `b_<h>` a template being built, `p_<h>_<n>` a pooled clone,
+//! `c_<h>_<pid>_<n>` a clone claimed by process `pid`. A claim renames a pooled clone, which only
+//! one process can win.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::error::SqlState;
+
+use crate::client::{Client, block};
+use crate::conn::{ConnectionInfo, ident, literal};
+use crate::error::{BoxError, Error, Result};
+use crate::run::Server;
+
+/// The channel the keeper listens on.
+pub(crate) const CHANNEL: &str = "testpg_keeper";
+
+type Migrate = dyn Fn(&ConnectionInfo) -> Result<(), BoxError> + Send + Sync;
+
+/// A template database: built once per run and key by the caller's migration step, then cloned
+/// for every test.
+///
+/// The key names the schema version: change it whenever the migration changes.
+#[derive(Clone)]
+pub struct Template {
+    key: String,
+    migrate: Arc<Migrate>,
+}
+
+impl Template {
+    /// A template whose database `migrate` fills (schema, seed data). `migrate` gets superuser
+    /// settings for the new database and must close its connections before returning.
+    pub fn new(key: impl Into<String>, migrate: impl Fn(&ConnectionInfo) -> Result<(), BoxError> + Send + Sync + 'static) -> Template {
+        Template { key: key.into(), migrate: Arc::new(migrate) }
+    }
+
+    /// A template of an empty database.
+    pub fn empty() -> Template {
+        Template::new("empty", |_| Ok(()))
+    }
+
+    /// The key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub(crate) fn hash(&self) -> String {
+        format!("{:012x}", crate::hash(&self.key) >> 16)
+    }
+}
+
+impl std::fmt::Debug for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Template").field("key", &self.key).finish_non_exhaustive()
+    }
+}
+
+/// A database of one's own, cloned from a template. Dropping it hands it back; the run's keeper
+/// drops it once its connections are gone.
+#[derive(Debug)]
+pub struct TestDatabase {
+    server: Arc<Server>,
+    info: ConnectionInfo,
+}
+
+impl TestDatabase {
+    /// Settings to connect to this database (as the server's superuser).
+    pub fn connection(&self) -> &ConnectionInfo {
+        &self.info
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.info.dbname
+    }
+
+    /// A `postgresql://` URL of this database.
+    pub fn url(&self) -> String {
+        self.info.url()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let notify = format!("NOTIFY {CHANNEL}, {}", literal(&format!("drop:{}", self.info.dbname)));
+        if let Err(e) = self.server.client().and_then(|c| c.query(notify)) {
+            tracing::warn!("handing back database {}: {e}; it is dropped when the run ends", self.info.dbname);
+        }
+    }
+}
+
+/// A database name's meaning.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Kind<'a> {
+    Template(&'a str),
+    Building(&'a str),
+    Pooled(&'a str),
+    Claimed { pid: u32 },
+}
+
+pub(crate) fn template_name(prefix: &str, hash: &str) -> String {
+    format!("{prefix}t_{hash}")
+}
+
+pub(crate) fn pooled_name(prefix: &str, hash: &str) -> String {
+    format!("{prefix}p_{hash}_{}", crate::os::random_hex(4))
+}
+
+fn claimed_name(prefix: &str, hash: &str) -> String {
+    format!("{prefix}c_{hash}_{}_{}", std::process::id(), crate::os::random_hex(4))
+}
+
+/// What `name` is, if it is one of ours.
+pub(crate) fn kind<'a>(prefix: &str, name: &'a str) -> Option<Kind<'a>> {
+    let rest = name.strip_prefix(prefix)?;
+    let (tag, rest) = rest.split_once('_')?;
+    let hash = rest.split('_').next()?;
+    match tag {
+        "t" => Some(Kind::Template(hash)),
+        "b" => Some(Kind::Building(hash)),
+        "p" => Some(Kind::Pooled(hash)),
+        "c" => Some(Kind::Claimed { pid: rest.split('_').nth(1)?.parse().ok()? }),
+        _ => None,
+    }
+}
+
+/// A `LIKE` pattern matching names that start with `start`.
+pub(crate) fn like_prefix(start: &str) -> String {
+    let escaped = start.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    literal(&format!("{escaped}%"))
+}
+
+/// `STRATEGY FILE_COPY` where the server has it (PostgreSQL 15+): much faster for small databases.
+pub(crate) fn clone_sql(name: &str, template: &str, version_num: u32) -> String {
+    let strategy = if version_num >= 150000 { " STRATEGY FILE_COPY" } else { "" };
+    format!("CREATE DATABASE {} TEMPLATE {}{strategy}", ident(name), ident(template))
+}
+
+impl Server {
+    /// A new database cloned from `template` (built first if this run has not built it yet).
+    ///
+    /// Taken from the warm pool the keeper refills in the background when one is there, cloned
+    /// on the spot otherwise. Nothing stored in it is visible in any other database.
+    pub fn database(self: &Arc<Self>, template: &Template) -> Result<TestDatabase> {
+        let hash = template.hash();
+        self.ensure_template(template, &hash)?;
+        let client = self.client()?;
+        let prefix = self.prefix().to_owned();
+        let claimed = claimed_name(&prefix, &hash);
+        let version = self.version_num(&client)?;
+        let name = claimed.clone();
+        block(async move { claim(&client, &prefix, &hash, &name, version).await })?;
+        Ok(TestDatabase { server: self.clone(), info: self.admin().with_dbname(claimed) })
+    }
+
+    /// A new database cloned from `template` without the pool (what a pool miss costs).
+    pub fn database_unpooled(self: &Arc<Self>, template: &Template) -> Result<TestDatabase> {
+        let hash = template.hash();
+        self.ensure_template(template, &hash)?;
+        let client = self.client()?;
+        let name = claimed_name(self.prefix(), &hash);
+        client.query(clone_sql(&name, &template_name(self.prefix(), &hash), self.version_num(&client)?))?;
+        Ok(TestDatabase { server: self.clone(), info: self.admin().with_dbname(name) })
+    }
+
+    pub(crate) fn version_num(&self, client: &Client) -> Result<u32> {
+        if let Some(v) = self.version_num.get() {
+            return Ok(*v);
+        }
+        let rows = client.query("SHOW server_version_num")?;
+        let v = rows.first().and_then(|r| r[0].as_deref()).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok(*self.version_num.get_or_init(|| v))
+    }
+
+    fn ensure_template(&self, template: &Template, hash: &str) -> Result<()> {
+        let ready = |s: &Self| s.ready_templates.lock().unwrap_or_else(|e| e.into_inner()).contains(hash);
+        if ready(self) {
+            return Ok(());
+        }
+        let _one_builder_per_process = self.building.lock().unwrap_or_else(|e| e.into_inner());
+        if ready(self) {
+            return Ok(());
+        }
+        let client = self.client()?;
+        let name = template_name(self.prefix(), hash);
+        let exists = |c: &Client| -> Result<bool> {
+            Ok(!c.query(format!("SELECT 1 FROM pg_database WHERE datname = {}", literal(&name)))?.is_empty())
+        };
+        if !exists(&client)? {
+            // One builder per run: a session advisory lock, released when its connection closes.
+            let lock = Client::connect(self.admin())?;
+            let lock_id = crate::hash(&format!("testpg template {}{hash}", self.prefix())) as i64;
+            lock.query(format!("SELECT pg_advisory_lock({lock_id})"))?;
+            if !exists(&client)? {
+                self.build_template(&client, template, hash)?;
+            }
+        }
+        self.ready_templates.lock().unwrap_or_else(|e| e.into_inner()).insert(hash.to_owned());
+        Ok(())
+    }
+
+    fn build_template(&self, client: &Client, template: &Template, hash: &str) -> Result<()> {
+        let building = format!("{}b_{hash}", self.prefix());
+        let version = self.version_num(client)?;
+        let force = if version >= 130000 { " WITH (FORCE)" } else { "" };
+        client.query(format!("DROP DATABASE IF EXISTS {}{force}", ident(&building)))?;
+        client.query(format!("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'", ident(&building)))?;
+        let result = (template.migrate)(&self.admin().with_dbname(&building))
+            .map_err(|source| Error::Migration { key: template.key.clone(), source })
+            .and_then(|()| wait_no_connections(client, &building, Duration::from_secs(30)));
+        if let Err(e) = result {
+            let _ = client.query(format!("DROP DATABASE IF EXISTS {}{force}", ident(&building)));
+            return Err(e);
+        }
+        client.query(format!("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false", ident(&building)))?;
+        client.query(format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            ident(&building),
+            ident(&template_name(self.prefix(), hash))
+        ))?;
+        client.query(format!("NOTIFY {CHANNEL}, 'template'"))?;
+        Ok(())
+    }
+}
+
+/// Claims a pooled clone of template `hash` under the name `claimed`, or clones one if the pool
+/// is empty.
+async fn claim(client: &Client, prefix: &str, hash: &str, claimed: &str, version_num: u32) -> Result<()> {
+    let pooled = client
+        .column_async(&format!(
+            "SELECT datname FROM pg_database WHERE datname LIKE {} ORDER BY datname LIMIT 8",
+            like_prefix(&format!("{prefix}p_{hash}_"))
+        ))
+        .await?;
+    for candidate in pooled {
+        let sql = format!("ALTER DATABASE {} RENAME TO {}; NOTIFY {CHANNEL}, 'claimed'", ident(&candidate), ident(claimed));
+        match client.query_raw(&sql).await {
+            Ok(_) => return Ok(()),
+            // Another process won this one (renamed it away) or is touching it: try the next.
+            Err(e) if [SqlState::INVALID_CATALOG_NAME, SqlState::OBJECT_IN_USE].iter().any(|s| e.code() == Some(s)) => {}
+            Err(e) => return Err(Error::pg(client.target())(e)),
+        }
+    }
+    client.query_async(&format!("NOTIFY {CHANNEL}, 'claimed'")).await?;
+    client.query_async(&clone_sql(claimed, &template_name(prefix, hash), version_num)).await?;
+    Ok(())
+}
+
+/// Waits until no session is connected to database `name` (a client that just closed its
+/// connection leaves a backend behind for a moment).
+pub(crate) fn wait_no_connections(client: &Client, name: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE datname = {}", literal(name));
+    loop {
+        let rows = client.query(sql.clone())?;
+        if rows.first().and_then(|r| r[0].as_deref()) == Some("0") || Instant::now() > deadline {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_say_what_they_are() {
+        let p = "testpg_";
+        assert_eq!(kind(p, &template_name(p, "abc")), Some(Kind::Template("abc")));
+        assert_eq!(kind(p, &pooled_name(p, "abc")), Some(Kind::Pooled("abc")));
+        assert_eq!(kind(p, &claimed_name(p, "abc")), Some(Kind::Claimed { pid: std::process::id() }));
+        assert_eq!(kind(p, "testpg_b_abc"), Some(Kind::Building("abc")));
+        assert_eq!(kind(p, "postgres"), None);
+        assert_eq!(kind("testpg_1a2b3c_", "testpg_t_abc"), None);
+        assert!(claimed_name("testpg_1a2b3c_", &Template::empty().hash()).len() <= 63);
+    }
+
+    #[test]
+    fn like_patterns_escape_underscores() {
+        assert_eq!(like_prefix("testpg_p_"), "'testpg\\_p\\_%'");
+    }
+}

@@ -1,0 +1,336 @@
+//! The keeper: the process that owns a run's server.
+//!
+//! It is this very executable, run again with `TESTPG_KEEPER` set; a constructor catches that
+//! before `main` (or the test harness) starts. The keeper starts the server, publishes
+//! `state.json`, refills the pools of template clones, drops handed-back databases once their
+//! connections are gone, and when the run's owner process ends (watched with a pidfd, so a
+//! SIGKILL is noticed too) stops the server and removes the run's folder.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use crate::binaries::{BIN_DIR_ENV, Binaries};
+use crate::client::{Client, block};
+use crate::cluster::{Cluster, ClusterOptions};
+use crate::conn::{ConnectionInfo, ident, literal};
+use crate::database::{CHANNEL, Kind, clone_sql, kind, like_prefix, pooled_name, template_name};
+use crate::error::{Error, Result};
+use crate::os::{self, ProcessId};
+use crate::run::{BACKEND_ENV, Backend, KEEPER_ENV, KEEPER_OWNER_ENV, State, URL_ENV, write_state};
+
+/// Environment variable: how many ready clones the keeper keeps per template (default 4).
+pub const POOL_SIZE_ENV: &str = "TESTPG_POOL_SIZE";
+
+#[ctor::ctor(unsafe)]
+fn intercept_keeper() {
+    let Some(run_dir) = std::env::var_os(KEEPER_ENV) else { return };
+    // SAFETY: constructors run before main, while this process has a single thread.
+    unsafe { std::env::remove_var(KEEPER_ENV) };
+    // Before main, Rust has not set SIGPIPE to "ignore" yet; a closed pipe must not kill us.
+    // SAFETY: setting a signal disposition has no memory-safety preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let code = match std::panic::catch_unwind(|| run(PathBuf::from(run_dir))) {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
+            eprintln!("testpg keeper: {e}");
+            1
+        }
+        Err(_) => 101,
+    };
+    std::process::exit(code);
+}
+
+/// What the keeper holds for the run: dropping it ends the server.
+enum Resource {
+    Cluster(Cluster),
+    #[cfg(feature = "testcontainers")]
+    Container(testcontainers_modules::testcontainers::ContainerAsync<testcontainers_modules::postgres::Postgres>),
+    External,
+}
+
+impl Resource {
+    fn has_exited(&mut self) -> bool {
+        match self {
+            Resource::Cluster(c) => c.has_exited(),
+            _ => false,
+        }
+    }
+}
+
+fn run(run_dir: PathBuf) -> Result<()> {
+    let keeper_lock_path = run_dir.join("keeper.lock");
+    let keeper_lock = File::create(&keeper_lock_path).map_err(Error::io("create", &keeper_lock_path))?;
+    keeper_lock.lock().map_err(Error::io("lock", &keeper_lock_path))?;
+    let started = parse_owner().and_then(|owner| {
+        let fd = os::pidfd(owner.pid).ok().filter(|_| owner.is_alive());
+        let fd = fd.ok_or_else(|| Error::Keeper(format!("the run's owner (pid {}) has already ended", owner.pid)))?;
+        let (resource, admin, prefix) = start_backend(&run_dir)?;
+        let postmaster = match &resource {
+            Resource::Cluster(c) => Some(c.pid()),
+            _ => None,
+        };
+        let state = State { backend: backend_from_env(), admin, prefix, keeper: ProcessId::current(), owner, postmaster };
+        write_state(&run_dir, &state)?;
+        Ok((state, fd, resource))
+    });
+    let (state, owner_fd, resource) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            // The spawner reads this line; the folder goes with us.
+            println!("error {e}");
+            let _ = os::remove_tree(&run_dir.join("server"));
+            return Err(e);
+        }
+    };
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    detach_stdout();
+    let resource = block(serve(state.clone(), owner_fd, resource));
+    teardown(&run_dir, &state, resource)
+}
+
+fn parse_owner() -> Result<ProcessId> {
+    let value = std::env::var(KEEPER_OWNER_ENV).unwrap_or_default();
+    let parsed = value.split_once(':').and_then(|(p, s)| Some(ProcessId { pid: p.parse().ok()?, start: s.parse().ok()? }));
+    parsed.ok_or_else(|| Error::Keeper(format!("bad {KEEPER_OWNER_ENV}=`{value}`")))
+}
+
+fn backend_from_env() -> Backend {
+    match std::env::var(BACKEND_ENV).as_deref() {
+        Ok("url") => Backend::Url,
+        Ok("testcontainers") => Backend::Testcontainers,
+        _ => Backend::Launched,
+    }
+}
+
+/// Points stdout at /dev/null: the spawner has read our one line, and a test runner must not
+/// see a process that outlives a test holding its output open.
+fn detach_stdout() {
+    if let Ok(null) = File::options().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: both descriptors are valid; dup2 atomically replaces fd 1.
+        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+    }
+}
+
+fn start_backend(run_dir: &Path) -> Result<(Resource, ConnectionInfo, String)> {
+    match backend_from_env() {
+        Backend::Launched => {
+            let dir = std::env::var_os(BIN_DIR_ENV).map(PathBuf::from).unwrap_or_default();
+            let binaries = Binaries::in_dir(dir)?;
+            // The keeper's main thread lives as long as the keeper: tie the server to it.
+            let cluster = Cluster::start(&binaries, run_dir.join("server"), &ClusterOptions::default())?;
+            let admin = cluster.connection();
+            Ok((Resource::Cluster(cluster), admin, "testpg_".to_owned()))
+        }
+        Backend::Url => {
+            let url = std::env::var(URL_ENV).unwrap_or_default();
+            let admin = ConnectionInfo::parse_url(&url)?;
+            let check = admin.clone();
+            block(async move { Client::connect_async(&check).await.map(drop) })?;
+            Ok((Resource::External, admin, format!("testpg_{}_", os::random_hex(3))))
+        }
+        Backend::Testcontainers => start_container(),
+    }
+}
+
+#[cfg(feature = "testcontainers")]
+fn start_container() -> Result<(Resource, ConnectionInfo, String)> {
+    use testcontainers_modules::postgres::Postgres;
+    use testcontainers_modules::testcontainers::{ImageExt, runners::AsyncRunner};
+    let tag = std::env::var("TESTPG_CONTAINER_TAG").unwrap_or_else(|_| "15-alpine".to_owned());
+    block(async move {
+        let fail = |e: testcontainers_modules::testcontainers::TestcontainersError| Error::Container(e.to_string());
+        let container = Postgres::default().with_tag(tag).start().await.map_err(fail)?;
+        let host = container.get_host().await.map_err(fail)?.to_string();
+        let port = container.get_host_port_ipv4(5432).await.map_err(fail)?;
+        let admin = ConnectionInfo {
+            host,
+            port,
+            user: "postgres".to_owned(),
+            password: Some("postgres".to_owned()),
+            dbname: "postgres".to_owned(),
+        };
+        Ok((Resource::Container(container), admin, "testpg_".to_owned()))
+    })
+}
+
+#[cfg(not(feature = "testcontainers"))]
+fn start_container() -> Result<(Resource, ConnectionInfo, String)> {
+    Err(Error::Backend("testcontainers".into(), "build with the cargo feature `testcontainers` of testpg"))
+}
+
+fn pool_size() -> usize {
+    std::env::var(POOL_SIZE_ENV).ok().and_then(|s| s.parse().ok()).unwrap_or(4)
+}
+
+/// Serves the run until its owner ends (or we are told to stop, or the server dies).
+async fn serve(state: State, owner_fd: OwnedFd, mut resource: Resource) -> Resource {
+    // SAFETY: the AsyncFd owns the pidfd, which stays open and unchanged until it is dropped.
+    let owner = unsafe { AsyncFd::register_with_interest(owner_fd, Interest::READABLE) };
+    let (Ok(owner), Ok(mut term), Ok(mut int)) = (owner, signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        eprintln!("testpg keeper: cannot watch the run's owner; stopping");
+        return resource;
+    };
+    let (client, mut notes) = match listen(&state.admin).await {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("testpg keeper: {e}; stopping");
+            return resource;
+        }
+    };
+    let mut pool = Pool { client, prefix: state.prefix.clone(), size: pool_size(), version: 0, handed_back: Vec::new() };
+    if let Ok(v) = pool.client.column_async("SHOW server_version_num").await {
+        pool.version = v.first().and_then(|v| v.parse().ok()).unwrap_or(0);
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        if let Err(e) = pool.maintain().await {
+            eprintln!("testpg keeper: maintaining the pool: {e}");
+        }
+        let waiting = !pool.handed_back.is_empty();
+        tokio::select! {
+            _ = owner.readable() => break,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            note = notes.recv() => match note {
+                Some(note) => {
+                    pool.note(&note);
+                    while let Ok(note) = notes.try_recv() {
+                        pool.note(&note);
+                    }
+                }
+                None => {
+                    eprintln!("testpg keeper: lost the server connection; stopping");
+                    break;
+                }
+            },
+            _ = tick.tick() => if resource.has_exited() {
+                eprintln!("testpg keeper: the server ended; stopping");
+                break;
+            },
+            // Handed-back databases still had connections: look again soon.
+            _ = tokio::time::sleep(Duration::from_millis(2)), if waiting => {}
+        }
+    }
+    resource
+}
+
+/// A connection that receives our channel's notifications.
+async fn listen(admin: &ConnectionInfo) -> Result<(Client, mpsc::UnboundedReceiver<String>)> {
+    let (client, mut connection) = admin.to_config().connect(NoTls).await.map_err(Error::pg(admin.to_string()))?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if let AsyncMessage::Notification(n) = message
+                && tx.send(n.payload().to_owned()).is_err()
+            {
+                break;
+            }
+        }
+    });
+    let client = Client::from_parts(client, admin);
+    client.query_async(&format!("LISTEN {CHANNEL}")).await?;
+    Ok((client, rx))
+}
+
+struct Pool {
+    client: Client,
+    prefix: String,
+    size: usize,
+    version: u32,
+    handed_back: Vec<String>,
+}
+
+impl Pool {
+    fn note(&mut self, note: &str) {
+        if let Some(name) = note.strip_prefix("drop:")
+            && matches!(kind(&self.prefix, name), Some(Kind::Claimed { .. }))
+            && !self.handed_back.iter().any(|n| n == name)
+        {
+            self.handed_back.push(name.to_owned());
+        }
+    }
+
+    /// Drops handed-back databases (and those of processes that died) once nobody is connected
+    /// to them, then tops the pool of every template up.
+    async fn maintain(&mut self) -> Result<()> {
+        let sql = format!("SELECT datname FROM pg_database WHERE datname LIKE {}", like_prefix(&self.prefix));
+        let names = self.client.column_async(&sql).await?;
+        for name in &names {
+            if let Some(Kind::Claimed { pid }) = kind(&self.prefix, name)
+                && ProcessId::of(pid).is_none()
+                && !self.handed_back.contains(name)
+            {
+                self.handed_back.push(name.clone());
+            }
+        }
+        self.handed_back.retain(|n| names.contains(n));
+        if !self.handed_back.is_empty() {
+            let list = self.handed_back.iter().map(|n| literal(n)).collect::<Vec<_>>().join(", ");
+            let busy = self.client.column_async(&format!("SELECT DISTINCT datname FROM pg_stat_activity WHERE datname IN ({list})")).await?;
+            for name in self.handed_back.clone() {
+                if busy.contains(&name) {
+                    continue;
+                }
+                match self.client.query_async(&format!("DROP DATABASE IF EXISTS {}", ident(&name))).await {
+                    Ok(_) => self.handed_back.retain(|n| n != &name),
+                    Err(e) => eprintln!("testpg keeper: dropping {name}: {e}"),
+                }
+            }
+        }
+        for name in &names {
+            let Some(Kind::Template(hash)) = kind(&self.prefix, name) else { continue };
+            let pooled = format!("{}p_{hash}_", self.prefix);
+            let have = names.iter().filter(|n| n.starts_with(&pooled)).count();
+            for _ in have..self.size {
+                let sql = clone_sql(&pooled_name(&self.prefix, hash), &template_name(&self.prefix, hash), self.version);
+                self.client.query_async(&sql).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Drops every database whose name starts with `prefix` (templates included).
+pub(crate) async fn drop_prefixed(admin: &ConnectionInfo, prefix: &str) -> Result<()> {
+    let client = Client::connect_async(admin).await?;
+    let names = client.column_async(&format!("SELECT datname FROM pg_database WHERE datname LIKE {}", like_prefix(prefix))).await?;
+    for name in names {
+        let quoted = ident(&name);
+        client.query_async(&format!("ALTER DATABASE {quoted} WITH IS_TEMPLATE false")).await?;
+        let terminate = format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {}", literal(&name));
+        client.query_async(&terminate).await?;
+        client.query_async(&format!("DROP DATABASE IF EXISTS {quoted}")).await?;
+    }
+    Ok(())
+}
+
+fn teardown(run_dir: &Path, state: &State, resource: Resource) -> Result<()> {
+    // Wait for anyone attaching right now, then take the folder away from under the lock.
+    let lock = File::open(run_dir.join("lock")).ok();
+    if let Some(lock) = &lock {
+        let _ = lock.lock();
+    }
+    let result = match resource {
+        Resource::Cluster(cluster) => cluster.stop(),
+        #[cfg(feature = "testcontainers")]
+        Resource::Container(container) => block(async move { container.rm().await }).map_err(|e| Error::Container(e.to_string())),
+        Resource::External => {
+            let (admin, prefix) = (state.admin.clone(), state.prefix.clone());
+            block(async move { drop_prefixed(&admin, &prefix).await })
+        }
+    };
+    os::remove_tree(run_dir)?;
+    result
+}

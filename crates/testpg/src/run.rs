@@ -1,0 +1,325 @@
+//! The run's shared server: one per `cargo nextest` run (all its test processes), one per process
+//! otherwise. A *keeper* process owns it and stops it when the run's owner ends, however it ends.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::binaries::{BIN_DIR_ENV, Binaries};
+use crate::client::Client;
+use crate::cluster::base_dir;
+use crate::conn::ConnectionInfo;
+use crate::error::{Error, Result};
+use crate::os::{self, ProcessId};
+
+/// Environment variable with the URL of an existing server to use instead of launching one.
+pub const URL_ENV: &str = "TESTPG_URL";
+/// Environment variable choosing the backend: `launched` (default), `url`, `testcontainers`.
+pub const BACKEND_ENV: &str = "TESTPG_BACKEND";
+
+pub(crate) const KEEPER_ENV: &str = "TESTPG_KEEPER";
+pub(crate) const KEEPER_OWNER_ENV: &str = "TESTPG_KEEPER_OWNER";
+
+/// Where the run's server comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Backend {
+    /// A server launched from local binaries (the default).
+    Launched,
+    /// An existing server named by `TESTPG_URL`; only databases with the run's prefix are touched.
+    Url,
+    /// A container started with testcontainers (cargo feature `testcontainers`).
+    Testcontainers,
+}
+
+impl Backend {
+    /// `TESTPG_BACKEND`, else `url` when `TESTPG_URL` is set, else `launched`.
+    pub fn from_env() -> Result<Backend> {
+        let url_set = std::env::var_os(URL_ENV).is_some_and(|u| !u.is_empty());
+        match std::env::var(BACKEND_ENV).unwrap_or_default().as_str() {
+            "" if url_set => Ok(Backend::Url),
+            "" | "launched" => Ok(Backend::Launched),
+            "url" if url_set => Ok(Backend::Url),
+            "url" => Err(Error::Backend("url".into(), "set TESTPG_URL=postgresql://user:password@host:port/")),
+            "testcontainers" if cfg!(feature = "testcontainers") => Ok(Backend::Testcontainers),
+            "testcontainers" => Err(Error::Backend(
+                "testcontainers".into(),
+                "build with the cargo feature `testcontainers` of testpg",
+            )),
+            other => Err(Error::Backend(other.into(), "choose `launched`, `url` or `testcontainers`")),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Launched => "launched",
+            Backend::Url => "url",
+            Backend::Testcontainers => "testcontainers",
+        }
+    }
+}
+
+/// What the keeper publishes in `state.json` for the run's test processes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct State {
+    pub backend: Backend,
+    pub admin: ConnectionInfo,
+    pub prefix: String,
+    pub keeper: ProcessId,
+    pub owner: ProcessId,
+    pub postmaster: Option<u32>,
+}
+
+/// The PostgreSQL server of the current test run.
+///
+/// Get it with [`Server::shared`]; hand out isolated databases with [`Server::database`].
+#[derive(Debug)]
+pub struct Server {
+    pub(crate) state: State,
+    run_dir: PathBuf,
+    admin_client: Mutex<Option<Client>>,
+    pub(crate) ready_templates: Mutex<HashSet<String>>,
+    pub(crate) building: Mutex<()>,
+    pub(crate) version_num: OnceLock<u32>,
+}
+
+impl Server {
+    /// The run's server, started on first use.
+    ///
+    /// Under `cargo nextest` (which runs a process per test) all processes of the run share one
+    /// server, keyed by `NEXTEST_RUN_ID`; otherwise each process has its own. The server is
+    /// stopped and its folder removed when the run ends (nextest exits, or this process exits),
+    /// also when the run is killed with SIGKILL.
+    pub fn shared() -> Result<Arc<Server>> {
+        static SHARED: OnceLock<Arc<Server>> = OnceLock::new();
+        static STARTING: Mutex<()> = Mutex::new(());
+        if let Some(server) = SHARED.get() {
+            return Ok(server.clone());
+        }
+        let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(server) = SHARED.get() {
+            return Ok(server.clone());
+        }
+        let server = Arc::new(attach()?);
+        Ok(SHARED.get_or_init(|| server).clone())
+    }
+
+    /// Superuser (or, for `url`, the given role's) settings for the maintenance database.
+    pub fn admin(&self) -> &ConnectionInfo {
+        &self.state.admin
+    }
+
+    /// Where this server comes from.
+    pub fn backend(&self) -> Backend {
+        self.state.backend
+    }
+
+    /// The prefix of every database this run creates.
+    pub fn prefix(&self) -> &str {
+        &self.state.prefix
+    }
+
+    /// The run's folder (state, logs, and the launched server's data).
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// The keeper process's id: it owns the server and ends with the run.
+    pub fn keeper_pid(&self) -> u32 {
+        self.state.keeper.pid
+    }
+
+    /// The launched server's postmaster process id (`None` for other backends).
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        self.state.postmaster
+    }
+
+    /// The process-wide connection to the maintenance database.
+    pub(crate) fn client(&self) -> Result<Client> {
+        let mut slot = self.admin_client.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.as_ref() {
+            Some(c) if !c.is_closed() => Ok(c.clone()),
+            _ => {
+                let client = Client::connect(&self.state.admin)?;
+                *slot = Some(client.clone());
+                Ok(client)
+            }
+        }
+    }
+}
+
+/// The run's key (the name of its folder) and the process whose end ends the run.
+fn run_key() -> (String, ProcessId) {
+    let me = ProcessId::current();
+    if let Ok(run_id) = std::env::var("NEXTEST_RUN_ID")
+        && !run_id.is_empty()
+        && let Some(owner) = nextest_process(me.pid)
+    {
+        return (format!("nextest-{run_id}"), owner);
+    }
+    (format!("pid-{}-{}", me.pid, me.start), me)
+}
+
+/// The `cargo-nextest` process above us (tests may run in a subprocess of a test).
+fn nextest_process(mut pid: u32) -> Option<ProcessId> {
+    for _ in 0..16 {
+        pid = os::parent_of(pid)?;
+        if os::command_name(pid).as_deref() == Some("cargo-nextest") {
+            return ProcessId::of(pid);
+        }
+    }
+    None
+}
+
+fn attach() -> Result<Server> {
+    let backend = Backend::from_env()?;
+    let (key, owner) = run_key();
+    let runs = base_dir().join("runs");
+    os::make_dir(&runs, 0o755, None)?;
+    let run_dir = runs.join(&key);
+    loop {
+        os::make_dir(&run_dir, 0o755, None)?;
+        let lock_path = run_dir.join("lock");
+        let lock = File::create(&lock_path).map_err(Error::io("create", &lock_path))?;
+        lock.lock().map_err(Error::io("lock", &lock_path))?;
+        // The keeper removes the run folder at the end; a lock on the removed file locks nothing.
+        if os::inode(&lock_path) != lock.metadata().ok().map(|m| m.ino()) {
+            continue;
+        }
+        if keeper_alive(&run_dir)
+            && let Some(state) = read_state(&run_dir)
+        {
+            return Ok(Server::new(state, run_dir));
+        }
+        clean_run(&run_dir, true);
+        sweep_dead_runs(&runs, &key);
+        let state = spawn_keeper(&run_dir, owner, backend)?;
+        return Ok(Server::new(state, run_dir));
+    }
+}
+
+impl Server {
+    fn new(state: State, run_dir: PathBuf) -> Server {
+        Server {
+            state,
+            run_dir,
+            admin_client: Mutex::new(None),
+            ready_templates: Mutex::new(HashSet::new()),
+            building: Mutex::new(()),
+            version_num: OnceLock::new(),
+        }
+    }
+}
+
+pub(crate) fn read_state(run_dir: &Path) -> Option<State> {
+    serde_json::from_slice(&fs::read(run_dir.join("state.json")).ok()?).ok()
+}
+
+pub(crate) fn write_state(run_dir: &Path, state: &State) -> Result<()> {
+    let tmp = run_dir.join("state.json.tmp");
+    let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
+    fs::write(&tmp, bytes).map_err(Error::io("write", &tmp))?;
+    fs::rename(&tmp, run_dir.join("state.json")).map_err(Error::io("rename", &tmp))
+}
+
+/// Whether a keeper holds the run's `keeper.lock` (a lock dies with its process, so this cannot
+/// be fooled by a reused pid).
+pub(crate) fn keeper_alive(run_dir: &Path) -> bool {
+    let Ok(file) = File::open(run_dir.join("keeper.lock")) else { return false };
+    match file.try_lock() {
+        Ok(()) => false,
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        Err(std::fs::TryLockError::Error(_)) => false,
+    }
+}
+
+/// Removes what a dead keeper left in `run_dir`: its server (if still running), the databases it
+/// made on a URL server, and its files. Keeps the `lock` file when asked (we hold it).
+fn clean_run(run_dir: &Path, keep_lock: bool) {
+    if let Some(state) = read_state(run_dir) {
+        if let Some(pid) = state.postmaster
+            && os::command_name(pid).as_deref() == Some("postgres")
+        {
+            os::signal(pid, libc::SIGKILL);
+        }
+        if state.backend == Backend::Url {
+            let _ = crate::client::block(async move { crate::keeper::drop_prefixed(&state.admin, &state.prefix).await });
+        }
+    }
+    let Ok(entries) = fs::read_dir(run_dir) else { return };
+    for entry in entries.flatten() {
+        if keep_lock && entry.file_name() == "lock" {
+            continue;
+        }
+        let path = entry.path();
+        let _ = if path.is_dir() { os::remove_tree(&path) } else { fs::remove_file(&path).map_err(Error::io("remove", &path)) };
+    }
+    if !keep_lock {
+        let _ = os::remove_tree(run_dir);
+    }
+}
+
+/// Removes the folders of runs whose keeper died without cleaning up (e.g. killed with SIGKILL
+/// together with everything else).
+fn sweep_dead_runs(runs: &Path, ours: &str) {
+    let Ok(entries) = fs::read_dir(runs) else { return };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        if entry.file_name() == ours || keeper_alive(&dir) {
+            continue;
+        }
+        let Ok(lock) = File::open(dir.join("lock")) else {
+            let _ = os::remove_tree(&dir);
+            continue;
+        };
+        // Somebody holding the run lock is starting a keeper there right now.
+        if lock.try_lock().is_ok() {
+            tracing::info!("removing leftovers of a dead test run: {}", dir.display());
+            clean_run(&dir, false);
+        }
+    }
+}
+
+fn spawn_keeper(run_dir: &Path, owner: ProcessId, backend: Backend) -> Result<State> {
+    let exe = std::env::current_exe().map_err(Error::io("find the current executable", "/proc/self/exe"))?;
+    let mut cmd = Command::new(&exe);
+    cmd.env(KEEPER_ENV, run_dir)
+        .env(KEEPER_OWNER_ENV, format!("{}:{}", owner.pid, owner.start))
+        .env(BACKEND_ENV, backend.name());
+    if backend == Backend::Launched {
+        // Found here rather than in the keeper, so the caller gets the typed error.
+        cmd.env(BIN_DIR_ENV, Binaries::discover()?.dir());
+    }
+    let log_path = run_dir.join("keeper.log");
+    let log = File::create(&log_path).map_err(Error::io("create", &log_path))?;
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
+    // SAFETY: setsid is async-signal-safe. Its own session keeps the keeper out of the test
+    // runner's process group, which a runner signals on timeouts: the keeper must outlive tests.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(Error::io("run", &exe))?;
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("piped stdout");
+    let _ = BufReader::new(stdout).read_line(&mut line);
+    if line.trim() == "ready"
+        && let Some(state) = read_state(run_dir)
+    {
+        return Ok(state);
+    }
+    let _ = child.wait();
+    let log = fs::read_to_string(&log_path).unwrap_or_default();
+    let reason = line.trim().strip_prefix("error ").map(str::to_owned);
+    Err(Error::Keeper(reason.unwrap_or_else(|| format!("it exited early; {} says:\n{}", log_path.display(), crate::cluster::tail(&log, 10)))))
+}
