@@ -18,24 +18,41 @@ pub const DIR_ENV: &str = "TESTPG_DIR";
 /// The superuser of launched servers.
 pub const SUPERUSER: &str = "postgres";
 
-/// How a [`Cluster`] is launched.
+/// How a [`Cluster`] is launched; build it with the `with_*` methods.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct ClusterOptions {
-    /// Also listen on `127.0.0.1` (a free port, password authentication). Off by default: the
-    /// server then listens only on a Unix socket in a private folder.
-    pub tcp: bool,
-    /// Copy the data folder from a cluster `initdb` made once per binaries (default). When off,
-    /// `initdb` runs for this server (the slow, cold path).
-    pub use_cache: bool,
-    /// Kill the server if the thread that started it ends (Linux `PR_SET_PDEATHSIG`), so a crashed
-    /// owner cannot leak it. On by default; turn it off when the `Cluster` outlives that thread.
-    pub die_with_thread: bool,
+    tcp: bool,
+    use_cache: bool,
+    die_with_thread: bool,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions { tcp: false, use_cache: true, die_with_thread: true }
+    }
+}
+
+impl ClusterOptions {
+    /// Also listen on `127.0.0.1` (a free port, password authentication). Off by default: the
+    /// server then listens only on a Unix socket in a private folder.
+    pub fn with_tcp(mut self, on: bool) -> Self {
+        self.tcp = on;
+        self
+    }
+
+    /// Copy the data folder from a cluster `initdb` made once per binaries (on by default). When
+    /// off, `initdb` runs for this server: the slow, cold path.
+    pub fn with_cache(mut self, on: bool) -> Self {
+        self.use_cache = on;
+        self
+    }
+
+    /// Kill the server if the thread that started it ends (Linux `PR_SET_PDEATHSIG`), so that a
+    /// crashed owner cannot leak it. On by default; turn it off when the `Cluster` outlives the
+    /// thread that started it.
+    pub fn with_die_with_thread(mut self, on: bool) -> Self {
+        self.die_with_thread = on;
+        self
     }
 }
 

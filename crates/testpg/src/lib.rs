@@ -45,6 +45,8 @@
 //! | `TESTPG_BIN_DIR` | folder holding `initdb` and `postgres` |
 //! | `TESTPG_URL` | use this server instead of launching one |
 //! | `TESTPG_BACKEND` | `launched`, `url` or `testcontainers` |
+//! | `TESTPG_RUN_ID` | share one server among the processes that set the same id |
+//! | `TESTPG_RUN_OWNER` | pid whose end ends a `TESTPG_RUN_ID` run (default: the parent) |
 //! | `TESTPG_DIR` | where servers, caches and run folders live (default `/dev/shm/testpg-<uid>`) |
 //! | `TESTPG_OS_USER` | the user to run PostgreSQL as when we are root (default `postgres`) |
 //! | `TESTPG_POOL_SIZE` | ready clones kept per template (default 4) |
@@ -69,7 +71,7 @@ pub use conn::ConnectionInfo;
 pub use database::{Template, TestDatabase};
 pub use error::{BoxError, Error, Result};
 pub use keeper::POOL_SIZE_ENV;
-pub use run::{BACKEND_ENV, Backend, Server, URL_ENV};
+pub use run::{BACKEND_ENV, Backend, RUN_ID_ENV, RUN_OWNER_ENV, Server, URL_ENV};
 
 /// The folder holding everything of ours (see `TESTPG_DIR`).
 pub fn base_dir() -> std::path::PathBuf {

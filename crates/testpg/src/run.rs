@@ -156,9 +156,25 @@ impl Server {
     }
 }
 
+/// Environment variable naming the run explicitly, so that processes not started by one
+/// `cargo nextest` (e.g. several `cargo test` binaries under one script) share a server.
+pub const RUN_ID_ENV: &str = "TESTPG_RUN_ID";
+/// Environment variable with the pid of the process whose end ends a `TESTPG_RUN_ID` run
+/// (default: our parent).
+pub const RUN_OWNER_ENV: &str = "TESTPG_RUN_OWNER";
+
 /// The run's key (the name of its folder) and the process whose end ends the run.
 fn run_key() -> (String, ProcessId) {
     let me = ProcessId::current();
+    if let Ok(id) = std::env::var(RUN_ID_ENV)
+        && !id.is_empty()
+    {
+        let owner_pid = std::env::var(RUN_OWNER_ENV).ok().and_then(|p| p.parse().ok());
+        let owner = owner_pid.or_else(|| os::parent_of(me.pid)).and_then(ProcessId::of).unwrap_or(me);
+        let safe = id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') && id.len() <= 64;
+        let id = if safe { id } else { format!("{:016x}", crate::hash(&id)) };
+        return (format!("run-{id}"), owner);
+    }
     if let Ok(run_id) = std::env::var("NEXTEST_RUN_ID")
         && !run_id.is_empty()
         && let Some(owner) = nextest_process(me.pid)
@@ -294,9 +310,11 @@ fn spawn_keeper(run_dir: &Path, owner: ProcessId, backend: Backend) -> Result<St
     cmd.env(KEEPER_ENV, run_dir)
         .env(KEEPER_OWNER_ENV, format!("{}:{}", owner.pid, owner.start))
         .env(BACKEND_ENV, backend.name());
-    if backend == Backend::Launched {
-        // Found here rather than in the keeper, so the caller gets the typed error.
-        cmd.env(BIN_DIR_ENV, Binaries::discover()?.dir());
+    // Checked here rather than in the keeper, so that the caller gets the typed error.
+    match backend {
+        Backend::Launched => drop(cmd.env(BIN_DIR_ENV, Binaries::discover()?.dir())),
+        Backend::Url => drop(ConnectionInfo::parse_url(&std::env::var(URL_ENV).unwrap_or_default())?),
+        Backend::Testcontainers => {}
     }
     let log_path = run_dir.join("keeper.log");
     let log = File::create(&log_path).map_err(Error::io("create", &log_path))?;
