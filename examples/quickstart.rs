@@ -27,7 +27,9 @@ fn main() -> Result<()> {
     });
     let first = step("build the template, clone a database for test 1", || Ok(server.database(&schema)?))?;
     let second = step("clone a database for test 2", || Ok(server.database(&schema)?))?;
-    let mut c1 = step("connect to test 1's database", || Ok(postgres::Client::connect(&first.connection().key_value(), NoTls)?))?;
+    let mut c1 = step("connect to test 1's database", || {
+        Ok(postgres::Client::connect(&first.connection().key_value(), NoTls)?)
+    })?;
     let mut c2 = postgres::Client::connect(&second.connection().key_value(), NoTls)?;
     step("store three nodes in test 1's database", || {
         for (label, value) in [("x", 1), ("y", 2), ("sum", 3)] {
@@ -36,7 +38,10 @@ fn main() -> Result<()> {
         Ok(())
     })?;
     let (n1, n2): (i64, i64) = step("count nodes in both databases", || {
-        Ok((c1.query_one("SELECT count(*) FROM node", &[])?.get(0), c2.query_one("SELECT count(*) FROM node", &[])?.get(0)))
+        Ok((
+            c1.query_one("SELECT count(*) FROM node", &[])?.get(0),
+            c2.query_one("SELECT count(*) FROM node", &[])?.get(0),
+        ))
     })?;
     println!("             test 1 sees {n1} nodes, test 2 sees {n2}: isolated");
     assert_eq!((n1, n2), (3, 0));

@@ -34,12 +34,7 @@ impl Stats {
 }
 
 /// Times `f` `n` times; `prepare` runs untimed before each sample.
-fn bench<S>(
-    name: &'static str,
-    n: usize,
-    mut prepare: impl FnMut() -> S,
-    mut f: impl FnMut(S),
-) -> Stats {
+fn bench<S>(name: &'static str, n: usize, mut prepare: impl FnMut() -> S, mut f: impl FnMut(S)) -> Stats {
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let state = prepare();
@@ -59,10 +54,7 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 fn main() {
-    let n: usize = std::env::var("BENCH_ITERATIONS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+    let n: usize = std::env::var("BENCH_ITERATIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
     let binaries = Binaries::discover().expect("PostgreSQL binaries");
     println!(
         "testpg benchmarks: PostgreSQL {} in {}, data in {}",
@@ -82,9 +74,7 @@ fn main() {
         || (),
         |()| {
             i += 1;
-            running.push(
-                Cluster::start(&binaries, scratch(i), &ClusterOptions::default()).expect("start"),
-            );
+            running.push(Cluster::start(&binaries, scratch(i), &ClusterOptions::default()).expect("start"));
         },
     )
     .print();
@@ -121,13 +111,7 @@ fn main() {
     let mut admin = connect(server.admin());
     let pooled = format!("{}p\\_%", server.prefix().replace('_', "\\_"));
     let mut pool_count = move || -> i64 {
-        admin
-            .query_one(
-                "SELECT count(*) FROM pg_database WHERE datname LIKE $1",
-                &[&pooled],
-            )
-            .expect("count")
-            .get(0)
+        admin.query_one("SELECT count(*) FROM pg_database WHERE datname LIKE $1", &[&pooled]).expect("count").get(0)
     };
     let mut held = Vec::new();
     bench(
@@ -160,13 +144,8 @@ fn main() {
         },
     )
     .print();
-    bench(
-        "hand a database back (drop runs in background)",
-        held.len(),
-        || held.pop().expect("a database"),
-        drop,
-    )
-    .print();
+    bench("hand a database back (drop runs in background)", held.len(), || held.pop().expect("a database"), drop)
+        .print();
     let (mut creator, mut admin) = (connect(server.admin()), connect(server.admin()));
     let mut k = 0;
     bench(
@@ -175,15 +154,11 @@ fn main() {
         || {
             k += 1;
             let name = format!("bench_drop_{k}");
-            creator
-                .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0"))
-                .expect("create");
+            creator.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0")).expect("create");
             name
         },
         |name| {
-            admin
-                .batch_execute(&format!("DROP DATABASE {name}"))
-                .expect("drop");
+            admin.batch_execute(&format!("DROP DATABASE {name}")).expect("drop");
         },
     )
     .print();

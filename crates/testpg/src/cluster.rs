@@ -28,11 +28,7 @@ pub struct ClusterOptions {
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        ClusterOptions {
-            tcp: false,
-            use_cache: true,
-            die_with_thread: true,
-        }
+        ClusterOptions { tcp: false, use_cache: true, die_with_thread: true }
     }
 }
 
@@ -90,11 +86,7 @@ const PORT_ATTEMPTS: usize = 5;
 impl Cluster {
     /// Launches a server in the new folder `dir` (data in `dir/data`, socket in `dir/socket`, log
     /// in `dir/server.log`).
-    pub fn start(
-        binaries: &Binaries,
-        dir: impl Into<PathBuf>,
-        options: &ClusterOptions,
-    ) -> Result<Cluster> {
+    pub fn start(binaries: &Binaries, dir: impl Into<PathBuf>, options: &ClusterOptions) -> Result<Cluster> {
         let dir = dir.into();
         let user = os::server_user()?;
         os::make_dir(&dir, 0o755, None)?;
@@ -113,12 +105,7 @@ impl Cluster {
             let port = if options.tcp { free_port(&dir)? } else { 5432 };
             match launch(binaries, &dir, port, options, user) {
                 Ok(child) => {
-                    let mut cluster = Cluster {
-                        child: Some(child),
-                        dir,
-                        port,
-                        tcp_password: None,
-                    };
+                    let mut cluster = Cluster { child: Some(child), dir, port, tcp_password: None };
                     if options.tcp {
                         cluster.set_tcp_password()?;
                     }
@@ -149,11 +136,7 @@ impl Cluster {
     /// Superuser settings over TCP (`127.0.0.1`, with a password), when launched with `tcp`.
     pub fn tcp_connection(&self) -> Option<ConnectionInfo> {
         let password = self.tcp_password.clone()?;
-        Some(ConnectionInfo {
-            host: "127.0.0.1".to_owned(),
-            password: Some(password),
-            ..self.connection()
-        })
+        Some(ConnectionInfo { host: "127.0.0.1".to_owned(), password: Some(password), ..self.connection() })
     }
 
     /// The postmaster's process id.
@@ -168,9 +151,7 @@ impl Cluster {
 
     /// Whether the server process has ended (e.g. it crashed or was killed).
     pub fn has_exited(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
+        self.child.as_mut().is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
     }
 
     /// Stops the server and removes its folder. The data is thrown away, so the shutdown is
@@ -193,10 +174,7 @@ impl Cluster {
     fn set_tcp_password(&mut self) -> Result<()> {
         let password = os::random_hex(12);
         let client = crate::client::Client::connect(&self.connection())?;
-        client.query(format!(
-            "ALTER ROLE {SUPERUSER} PASSWORD {}",
-            crate::conn::literal(&password)
-        ))?;
+        client.query(format!("ALTER ROLE {SUPERUSER} PASSWORD {}", crate::conn::literal(&password)))?;
         self.tcp_password = Some(password);
         Ok(())
     }
@@ -228,11 +206,7 @@ pub(crate) fn base_dir() -> PathBuf {
 /// A cluster made by `initdb` for these binaries, made once and kept under the base folder.
 fn cached_initdb(binaries: &Binaries, user: Option<ServerUser>) -> Result<PathBuf> {
     let cache = base_dir().join("cache");
-    let name = format!(
-        "pg{}-{:012x}",
-        binaries.version(),
-        crate::hash(&binaries.dir().to_string_lossy()) >> 16
-    );
+    let name = format!("pg{}-{:012x}", binaries.version(), crate::hash(&binaries.dir().to_string_lossy()) >> 16);
     let done = cache.join(&name);
     if done.join("PG_VERSION").is_file() {
         return Ok(done);
@@ -272,15 +246,9 @@ fn initdb(binaries: &Binaries, data: &Path, user: Option<ServerUser>) -> Result<
         "-N",
     ]);
     run_as(&mut cmd, user, data.parent().unwrap_or(data));
-    let out = cmd
-        .output()
-        .map_err(Error::io("run", binaries.tool("initdb")))?;
+    let out = cmd.output().map_err(Error::io("run", binaries.tool("initdb")))?;
     if !out.status.success() {
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         return Err(Error::Command {
             program: "initdb".to_owned(),
             detail: format!("{}: {}", out.status, tail(&text, 10)),
@@ -308,20 +276,14 @@ fn launch(
     let log_path = dir.join("server.log");
     let log = fs::File::create(&log_path).map_err(Error::io("create", &log_path))?;
     let mut cmd = Command::new(binaries.tool("postgres"));
-    cmd.arg("-D")
-        .arg(dir.join("data"))
-        .arg("-k")
-        .arg(dir.join("socket"))
-        .arg("-p")
-        .arg(port.to_string());
+    cmd.arg("-D").arg(dir.join("data")).arg("-k").arg(dir.join("socket")).arg("-p").arg(port.to_string());
     let listen = if options.tcp { "127.0.0.1" } else { "" };
     cmd.arg("-c").arg(format!("listen_addresses={listen}"));
     for (key, value) in SETTINGS {
         cmd.arg("-c").arg(format!("{key}={value}"));
     }
     run_as(&mut cmd, user, dir);
-    cmd.stdout(log.try_clone().map_err(Error::io("open", &log_path))?)
-        .stderr(log);
+    cmd.stdout(log.try_clone().map_err(Error::io("open", &log_path))?).stderr(log);
     let die_with_thread = options.die_with_thread;
     // SAFETY: the closure only makes async-signal-safe system calls.
     unsafe {
@@ -334,9 +296,7 @@ fn launch(
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(Error::io("run", binaries.tool("postgres")))?;
+    let mut child = cmd.spawn().map_err(Error::io("run", binaries.tool("postgres")))?;
     match wait_ready(&mut child, dir) {
         Ok(()) => Ok(child),
         Err(e) => {
@@ -348,10 +308,7 @@ fn launch(
 }
 
 fn start_timeout() -> Duration {
-    let secs = std::env::var("TESTPG_START_TIMEOUT")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+    let secs = std::env::var("TESTPG_START_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     Duration::from_secs(secs)
 }
 
@@ -376,11 +333,7 @@ fn wait_ready(child: &mut Child, dir: &Path) -> Result<()> {
         }
         if Instant::now() > deadline {
             let log_text = fs::read_to_string(&log).unwrap_or_default();
-            return Err(Error::NotReady {
-                seconds: timeout.as_secs(),
-                log,
-                tail: tail(&log_text, 10),
-            });
+            return Err(Error::NotReady { seconds: timeout.as_secs(), log, tail: tail(&log_text, 10) });
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -400,17 +353,12 @@ pub(crate) fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::pro
 }
 
 fn free_port(dir: &Path) -> Result<u16> {
-    let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").map_err(Error::io("bind a port for", dir))?;
-    Ok(listener
-        .local_addr()
-        .map_err(Error::io("bind a port for", dir))?
-        .port())
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(Error::io("bind a port for", dir))?;
+    Ok(listener.local_addr().map_err(Error::io("bind a port for", dir))?.port())
 }
 
 fn port_taken(dir: &Path) -> bool {
-    fs::read_to_string(dir.join("server.log"))
-        .is_ok_and(|log| log.contains("could not bind") || log.contains("in use"))
+    fs::read_to_string(dir.join("server.log")).is_ok_and(|log| log.contains("could not bind") || log.contains("in use"))
 }
 
 /// The last `n` lines of `text`.

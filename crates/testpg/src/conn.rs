@@ -25,10 +25,7 @@ pub struct ConnectionInfo {
 impl ConnectionInfo {
     /// The same server and role, another database.
     pub fn with_dbname(&self, dbname: impl Into<String>) -> ConnectionInfo {
-        ConnectionInfo {
-            dbname: dbname.into(),
-            ..self.clone()
-        }
+        ConnectionInfo { dbname: dbname.into(), ..self.clone() }
     }
 
     /// Whether `host` is a Unix socket folder.
@@ -43,12 +40,7 @@ impl ConnectionInfo {
             Some(pw) => format!("{}:{}", encode(&self.user), encode(pw)),
             None => encode(&self.user),
         };
-        format!(
-            "postgresql://{auth}@{}:{}/{}",
-            encode(&self.host),
-            self.port,
-            encode(&self.dbname)
-        )
+        format!("postgresql://{auth}@{}:{}/{}", encode(&self.host), self.port, encode(&self.dbname))
     }
 
     /// libpq's `key=value` form, e.g. for `psql "<this>"`.
@@ -70,55 +62,35 @@ impl ConnectionInfo {
     /// Parses `postgresql://user[:password]@host[:port][/dbname]` (also `postgres://`). The
     /// database defaults to `postgres`, the port to 5432.
     pub fn parse_url(url: &str) -> Result<ConnectionInfo> {
-        let bad = |reason: &str| Error::BadUrl {
-            url: mask_password(url),
-            reason: reason.to_owned(),
-        };
+        let bad = |reason: &str| Error::BadUrl { url: mask_password(url), reason: reason.to_owned() };
         let rest = url
             .strip_prefix("postgresql://")
             .or_else(|| url.strip_prefix("postgres://"))
             .ok_or_else(|| bad("it must start with postgresql://"))?;
         let rest = rest.split('?').next().unwrap_or_default();
         let (authority, dbname) = rest.split_once('/').unwrap_or((rest, ""));
-        let (userinfo, hostport) = authority
-            .rsplit_once('@')
-            .ok_or_else(|| bad("it names no user (user@host)"))?;
+        let (userinfo, hostport) = authority.rsplit_once('@').ok_or_else(|| bad("it names no user (user@host)"))?;
         let (user, password) = match userinfo.split_once(':') {
             Some((u, p)) => (u, Some(decode(p).map_err(&bad)?)),
             None => (userinfo, None),
         };
         let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => (
-                h,
-                p.parse::<u16>()
-                    .map_err(|_| bad("the port is not a number"))?,
-            ),
+            Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => {
+                (h, p.parse::<u16>().map_err(|_| bad("the port is not a number"))?)
+            }
             _ => (hostport, 5432),
         };
         let host = decode(host.trim_start_matches('[').trim_end_matches(']')).map_err(&bad)?;
         if host.is_empty() || user.is_empty() {
             return Err(bad("host and user are required"));
         }
-        let dbname = if dbname.is_empty() {
-            "postgres".to_owned()
-        } else {
-            decode(dbname).map_err(&bad)?
-        };
-        Ok(ConnectionInfo {
-            host,
-            port,
-            user: decode(user).map_err(&bad)?,
-            password,
-            dbname,
-        })
+        let dbname = if dbname.is_empty() { "postgres".to_owned() } else { decode(dbname).map_err(&bad)? };
+        Ok(ConnectionInfo { host, port, user: decode(user).map_err(&bad)?, password, dbname })
     }
 
     pub(crate) fn to_config(&self) -> tokio_postgres::Config {
         let mut c = tokio_postgres::Config::new();
-        c.host(&self.host)
-            .port(self.port)
-            .user(&self.user)
-            .dbname(&self.dbname);
+        c.host(&self.host).port(self.port).user(&self.user).dbname(&self.dbname);
         if let Some(pw) = &self.password {
             c.password(pw);
         }
@@ -180,18 +152,12 @@ pub(crate) fn mask_password(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
-    let authority_end = url[scheme_end..]
-        .find('/')
-        .map_or(url.len(), |i| scheme_end + i);
+    let authority_end = url[scheme_end..].find('/').map_or(url.len(), |i| scheme_end + i);
     match url[scheme_end..authority_end].rfind('@') {
         Some(at) => {
             let userinfo = &url[scheme_end..scheme_end + at];
             match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}:***{}",
-                    &url[..scheme_end + colon],
-                    &url[scheme_end + at..]
-                ),
+                Some(colon) => format!("{}:***{}", &url[..scheme_end + colon], &url[scheme_end + at..]),
                 None => url.to_owned(),
             }
         }
@@ -230,29 +196,16 @@ mod tests {
     #[test]
     fn urls_default_port_and_database() {
         let info = ConnectionInfo::parse_url("postgres://aiida@localhost").unwrap();
-        assert_eq!(
-            (info.host.as_str(), info.port, info.dbname.as_str()),
-            ("localhost", 5432, "postgres")
-        );
+        assert_eq!((info.host.as_str(), info.port, info.dbname.as_str()), ("localhost", 5432, "postgres"));
         assert_eq!(info.password, None);
     }
 
     #[test]
     fn bad_urls_are_explained_without_the_password() {
-        let err = ConnectionInfo::parse_url("mysql://u:secret@h/db")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("must start with postgresql://") && !err.contains("secret"),
-            "{err}"
-        );
-        let err = ConnectionInfo::parse_url("postgresql://u:secret@h:port/db")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("port is not a number") && err.contains("u:***@h"),
-            "{err}"
-        );
+        let err = ConnectionInfo::parse_url("mysql://u:secret@h/db").unwrap_err().to_string();
+        assert!(err.contains("must start with postgresql://") && !err.contains("secret"), "{err}");
+        let err = ConnectionInfo::parse_url("postgresql://u:secret@h:port/db").unwrap_err().to_string();
+        assert!(err.contains("port is not a number") && err.contains("u:***@h"), "{err}");
         assert!(ConnectionInfo::parse_url("postgresql://localhost/db").is_err());
     }
 

@@ -37,10 +37,7 @@ impl Template {
         key: impl Into<String>,
         migrate: impl Fn(&ConnectionInfo) -> Result<(), BoxError> + Send + Sync + 'static,
     ) -> Template {
-        Template {
-            key: key.into(),
-            migrate: Arc::new(migrate),
-        }
+        Template { key: key.into(), migrate: Arc::new(migrate) }
     }
 
     /// A template of an empty database.
@@ -60,9 +57,7 @@ impl Template {
 
 impl std::fmt::Debug for Template {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Template")
-            .field("key", &self.key)
-            .finish_non_exhaustive()
+        f.debug_struct("Template").field("key", &self.key).finish_non_exhaustive()
     }
 }
 
@@ -93,15 +88,9 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let notify = format!(
-            "NOTIFY {CHANNEL}, {}",
-            literal(&format!("drop:{}", self.info.dbname))
-        );
+        let notify = format!("NOTIFY {CHANNEL}, {}", literal(&format!("drop:{}", self.info.dbname)));
         if let Err(e) = self.server.client().and_then(|c| c.query(notify)) {
-            tracing::warn!(
-                "handing back database {}: {e}; it is dropped when the run ends",
-                self.info.dbname
-            );
+            tracing::warn!("handing back database {}: {e}; it is dropped when the run ends", self.info.dbname);
         }
     }
 }
@@ -124,11 +113,7 @@ pub(crate) fn pooled_name(prefix: &str, hash: &str) -> String {
 }
 
 fn claimed_name(prefix: &str, hash: &str) -> String {
-    format!(
-        "{prefix}c_{hash}_{}_{}",
-        std::process::id(),
-        crate::os::random_hex(4)
-    )
+    format!("{prefix}c_{hash}_{}_{}", std::process::id(), crate::os::random_hex(4))
 }
 
 /// What `name` is, if it is one of ours.
@@ -140,34 +125,21 @@ pub(crate) fn kind<'a>(prefix: &str, name: &'a str) -> Option<Kind<'a>> {
         "t" => Some(Kind::Template(hash)),
         "b" => Some(Kind::Building(hash)),
         "p" => Some(Kind::Pooled(hash)),
-        "c" => Some(Kind::Claimed {
-            pid: rest.split('_').nth(1)?.parse().ok()?,
-        }),
+        "c" => Some(Kind::Claimed { pid: rest.split('_').nth(1)?.parse().ok()? }),
         _ => None,
     }
 }
 
 /// A `LIKE` pattern matching names that start with `start`.
 pub(crate) fn like_prefix(start: &str) -> String {
-    let escaped = start
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
+    let escaped = start.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
     literal(&format!("{escaped}%"))
 }
 
 /// `STRATEGY FILE_COPY` where the server has it (PostgreSQL 15+): much faster for small databases.
 pub(crate) fn clone_sql(name: &str, template: &str, version_num: u32) -> String {
-    let strategy = if version_num >= 150000 {
-        " STRATEGY FILE_COPY"
-    } else {
-        ""
-    };
-    format!(
-        "CREATE DATABASE {} TEMPLATE {}{strategy}",
-        ident(name),
-        ident(template)
-    )
+    let strategy = if version_num >= 150000 { " STRATEGY FILE_COPY" } else { "" };
+    format!("CREATE DATABASE {} TEMPLATE {}{strategy}", ident(name), ident(template))
 }
 
 impl Server {
@@ -184,10 +156,7 @@ impl Server {
         let version = self.version_num(&client)?;
         let name = claimed.clone();
         block(async move { claim(&client, &prefix, &hash, &name, version).await })?;
-        Ok(TestDatabase {
-            server: self.clone(),
-            info: self.admin().with_dbname(claimed),
-        })
+        Ok(TestDatabase { server: self.clone(), info: self.admin().with_dbname(claimed) })
     }
 
     /// A new database cloned from `template` without the pool (what a pool miss costs).
@@ -196,15 +165,8 @@ impl Server {
         self.ensure_template(template, &hash)?;
         let client = self.client()?;
         let name = claimed_name(self.prefix(), &hash);
-        client.query(clone_sql(
-            &name,
-            &template_name(self.prefix(), &hash),
-            self.version_num(&client)?,
-        ))?;
-        Ok(TestDatabase {
-            server: self.clone(),
-            info: self.admin().with_dbname(name),
-        })
+        client.query(clone_sql(&name, &template_name(self.prefix(), &hash), self.version_num(&client)?))?;
+        Ok(TestDatabase { server: self.clone(), info: self.admin().with_dbname(name) })
     }
 
     pub(crate) fn version_num(&self, client: &Client) -> Result<u32> {
@@ -212,21 +174,12 @@ impl Server {
             return Ok(*v);
         }
         let rows = client.query("SHOW server_version_num")?;
-        let v = rows
-            .first()
-            .and_then(|r| r[0].as_deref())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let v = rows.first().and_then(|r| r[0].as_deref()).and_then(|v| v.parse().ok()).unwrap_or(0);
         Ok(*self.version_num.get_or_init(|| v))
     }
 
     fn ensure_template(&self, template: &Template, hash: &str) -> Result<()> {
-        let ready = |s: &Self| {
-            s.ready_templates
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(hash)
-        };
+        let ready = |s: &Self| s.ready_templates.lock().unwrap_or_else(|e| e.into_inner()).contains(hash);
         if ready(self) {
             return Ok(());
         }
@@ -237,12 +190,7 @@ impl Server {
         let client = self.client()?;
         let name = template_name(self.prefix(), hash);
         let exists = |c: &Client| -> Result<bool> {
-            Ok(!c
-                .query(format!(
-                    "SELECT 1 FROM pg_database WHERE datname = {}",
-                    literal(&name)
-                ))?
-                .is_empty())
+            Ok(!c.query(format!("SELECT 1 FROM pg_database WHERE datname = {}", literal(&name)))?.is_empty())
         };
         if !exists(&client)? {
             // One builder per run: a session advisory lock, released when its connection closes.
@@ -253,46 +201,24 @@ impl Server {
                 self.build_template(&client, template, hash)?;
             }
         }
-        self.ready_templates
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(hash.to_owned());
+        self.ready_templates.lock().unwrap_or_else(|e| e.into_inner()).insert(hash.to_owned());
         Ok(())
     }
 
     fn build_template(&self, client: &Client, template: &Template, hash: &str) -> Result<()> {
         let building = format!("{}b_{hash}", self.prefix());
         let version = self.version_num(client)?;
-        let force = if version >= 130000 {
-            " WITH (FORCE)"
-        } else {
-            ""
-        };
-        client.query(format!(
-            "DROP DATABASE IF EXISTS {}{force}",
-            ident(&building)
-        ))?;
-        client.query(format!(
-            "CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'",
-            ident(&building)
-        ))?;
+        let force = if version >= 130000 { " WITH (FORCE)" } else { "" };
+        client.query(format!("DROP DATABASE IF EXISTS {}{force}", ident(&building)))?;
+        client.query(format!("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'", ident(&building)))?;
         let result = (template.migrate)(&self.admin().with_dbname(&building))
-            .map_err(|source| Error::Migration {
-                key: template.key.clone(),
-                source,
-            })
+            .map_err(|source| Error::Migration { key: template.key.clone(), source })
             .and_then(|()| wait_no_connections(client, &building, Duration::from_secs(30)));
         if let Err(e) = result {
-            let _ = client.query(format!(
-                "DROP DATABASE IF EXISTS {}{force}",
-                ident(&building)
-            ));
+            let _ = client.query(format!("DROP DATABASE IF EXISTS {}{force}", ident(&building)));
             return Err(e);
         }
-        client.query(format!(
-            "ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false",
-            ident(&building)
-        ))?;
+        client.query(format!("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false", ident(&building)))?;
         client.query(format!(
             "ALTER DATABASE {} RENAME TO {}",
             ident(&building),
@@ -305,13 +231,7 @@ impl Server {
 
 /// Claims a pooled clone of template `hash` under the name `claimed`, or clones one if the pool
 /// is empty.
-async fn claim(
-    client: &Client,
-    prefix: &str,
-    hash: &str,
-    claimed: &str,
-    version_num: u32,
-) -> Result<()> {
+async fn claim(client: &Client, prefix: &str, hash: &str, claimed: &str, version_num: u32) -> Result<()> {
     let pooled = client
         .column_async(&format!(
             "SELECT datname FROM pg_database WHERE datname LIKE {} ORDER BY datname LIMIT 8",
@@ -319,31 +239,18 @@ async fn claim(
         ))
         .await?;
     for candidate in pooled {
-        let sql = format!(
-            "ALTER DATABASE {} RENAME TO {}; NOTIFY {CHANNEL}, 'claimed'",
-            ident(&candidate),
-            ident(claimed)
-        );
+        let sql =
+            format!("ALTER DATABASE {} RENAME TO {}; NOTIFY {CHANNEL}, 'claimed'", ident(&candidate), ident(claimed));
         match client.query_raw(&sql).await {
             Ok(_) => return Ok(()),
             // Another process won this one (renamed it away) or is touching it: try the next.
-            Err(e)
-                if [SqlState::INVALID_CATALOG_NAME, SqlState::OBJECT_IN_USE]
-                    .iter()
-                    .any(|s| e.code() == Some(s)) => {}
+            Err(e) if [SqlState::INVALID_CATALOG_NAME, SqlState::OBJECT_IN_USE].iter().any(|s| e.code() == Some(s)) => {
+            }
             Err(e) => return Err(Error::pg(client.target())(e)),
         }
     }
-    client
-        .query_async(&format!("NOTIFY {CHANNEL}, 'claimed'"))
-        .await?;
-    client
-        .query_async(&clone_sql(
-            claimed,
-            &template_name(prefix, hash),
-            version_num,
-        ))
-        .await?;
+    client.query_async(&format!("NOTIFY {CHANNEL}, 'claimed'")).await?;
+    client.query_async(&clone_sql(claimed, &template_name(prefix, hash), version_num)).await?;
     Ok(())
 }
 
@@ -351,10 +258,7 @@ async fn claim(
 /// connection leaves a backend behind for a moment).
 pub(crate) fn wait_no_connections(client: &Client, name: &str, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
-    let sql = format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = {}",
-        literal(name)
-    );
+    let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE datname = {}", literal(name));
     loop {
         let rows = client.query(sql.clone())?;
         if rows.first().and_then(|r| r[0].as_deref()) == Some("0") || Instant::now() > deadline {
@@ -371,17 +275,9 @@ mod tests {
     #[test]
     fn names_say_what_they_are() {
         let p = "testpg_";
-        assert_eq!(
-            kind(p, &template_name(p, "abc")),
-            Some(Kind::Template("abc"))
-        );
+        assert_eq!(kind(p, &template_name(p, "abc")), Some(Kind::Template("abc")));
         assert_eq!(kind(p, &pooled_name(p, "abc")), Some(Kind::Pooled("abc")));
-        assert_eq!(
-            kind(p, &claimed_name(p, "abc")),
-            Some(Kind::Claimed {
-                pid: std::process::id()
-            })
-        );
+        assert_eq!(kind(p, &claimed_name(p, "abc")), Some(Kind::Claimed { pid: std::process::id() }));
         assert_eq!(kind(p, "testpg_b_abc"), Some(Kind::Building("abc")));
         assert_eq!(kind(p, "postgres"), None);
         assert_eq!(kind("testpg_1a2b3c_", "testpg_t_abc"), None);

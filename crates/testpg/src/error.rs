@@ -30,9 +30,7 @@ pub enum Error {
     },
 
     /// A folder named by `TESTPG_BIN_DIR` lacks the server binaries.
-    #[error(
-        "TESTPG_BIN_DIR={dir} does not hold `initdb` and `postgres`: point it at PostgreSQL's `bin` folder"
-    )]
+    #[error("TESTPG_BIN_DIR={dir} does not hold `initdb` and `postgres`: point it at PostgreSQL's `bin` folder")]
     BadBinDir {
         /// The folder that was named.
         dir: PathBuf,
@@ -58,9 +56,7 @@ pub enum Error {
     },
 
     /// The server did not become ready in time.
-    #[error(
-        "PostgreSQL did not become ready within {seconds} s; its log ({log}) ends with:\n{tail}"
-    )]
+    #[error("PostgreSQL did not become ready within {seconds} s; its log ({log}) ends with:\n{tail}")]
     NotReady {
         /// How long we waited.
         seconds: u64,
@@ -97,9 +93,7 @@ pub enum Error {
     },
 
     /// `TESTPG_URL` (or a URL given in code) could not be used.
-    #[error(
-        "invalid PostgreSQL URL `{url}`: {reason}; expected postgresql://user:password@host:port/"
-    )]
+    #[error("invalid PostgreSQL URL `{url}`: {reason}; expected postgresql://user:password@host:port/")]
     BadUrl {
         /// The URL, with its password masked.
         url: String,
@@ -131,16 +125,9 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(io::Error) -> Error {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Io {
-            action,
-            path,
-            source,
-        }
+        move |source| Error::Io { action, path, source }
     }
 
     pub(crate) fn pg(target: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Error {

@@ -55,11 +55,7 @@ fn intercept_keeper() {
 enum Resource {
     Cluster(Cluster),
     #[cfg(feature = "testcontainers")]
-    Container(
-        testcontainers_modules::testcontainers::ContainerAsync<
-            testcontainers_modules::postgres::Postgres,
-        >,
-    ),
+    Container(testcontainers_modules::testcontainers::ContainerAsync<testcontainers_modules::postgres::Postgres>),
     External,
 }
 
@@ -74,32 +70,18 @@ impl Resource {
 
 fn run(run_dir: PathBuf) -> Result<()> {
     let keeper_lock_path = run_dir.join("keeper.lock");
-    let keeper_lock =
-        File::create(&keeper_lock_path).map_err(Error::io("create", &keeper_lock_path))?;
-    keeper_lock
-        .lock()
-        .map_err(Error::io("lock", &keeper_lock_path))?;
+    let keeper_lock = File::create(&keeper_lock_path).map_err(Error::io("create", &keeper_lock_path))?;
+    keeper_lock.lock().map_err(Error::io("lock", &keeper_lock_path))?;
     let started = parse_owner().and_then(|owner| {
         let fd = os::pidfd(owner.pid).ok().filter(|_| owner.is_alive());
-        let fd = fd.ok_or_else(|| {
-            Error::Keeper(format!(
-                "the run's owner (pid {}) has already ended",
-                owner.pid
-            ))
-        })?;
+        let fd = fd.ok_or_else(|| Error::Keeper(format!("the run's owner (pid {}) has already ended", owner.pid)))?;
         let (resource, admin, prefix) = start_backend(&run_dir)?;
         let postmaster = match &resource {
             Resource::Cluster(c) => Some(c.pid()),
             _ => None,
         };
-        let state = State {
-            backend: backend_from_env(),
-            admin,
-            prefix,
-            keeper: ProcessId::current(),
-            owner,
-            postmaster,
-        };
+        let state =
+            State { backend: backend_from_env(), admin, prefix, keeper: ProcessId::current(), owner, postmaster };
         write_state(&run_dir, &state)?;
         Ok((state, fd, resource))
     });
@@ -121,12 +103,8 @@ fn run(run_dir: PathBuf) -> Result<()> {
 
 fn parse_owner() -> Result<ProcessId> {
     let value = std::env::var(KEEPER_OWNER_ENV).unwrap_or_default();
-    let parsed = value.split_once(':').and_then(|(p, s)| {
-        Some(ProcessId {
-            pid: p.parse().ok()?,
-            start: s.parse().ok()?,
-        })
-    });
+    let parsed =
+        value.split_once(':').and_then(|(p, s)| Some(ProcessId { pid: p.parse().ok()?, start: s.parse().ok()? }));
     parsed.ok_or_else(|| Error::Keeper(format!("bad {KEEPER_OWNER_ENV}=`{value}`")))
 }
 
@@ -151,16 +129,10 @@ fn detach_stdout() {
 fn start_backend(run_dir: &Path) -> Result<(Resource, ConnectionInfo, String)> {
     match backend_from_env() {
         Backend::Launched => {
-            let dir = std::env::var_os(BIN_DIR_ENV)
-                .map(PathBuf::from)
-                .unwrap_or_default();
+            let dir = std::env::var_os(BIN_DIR_ENV).map(PathBuf::from).unwrap_or_default();
             let binaries = Binaries::in_dir(dir)?;
             // The keeper's main thread lives as long as the keeper: tie the server to it.
-            let cluster = Cluster::start(
-                &binaries,
-                run_dir.join("server"),
-                &ClusterOptions::default(),
-            )?;
+            let cluster = Cluster::start(&binaries, run_dir.join("server"), &ClusterOptions::default())?;
             let admin = cluster.connection();
             Ok((Resource::Cluster(cluster), admin, "testpg_".to_owned()))
         }
@@ -169,11 +141,7 @@ fn start_backend(run_dir: &Path) -> Result<(Resource, ConnectionInfo, String)> {
             let admin = ConnectionInfo::parse_url(&url)?;
             let check = admin.clone();
             block(async move { Client::connect_async(&check).await.map(drop) })?;
-            Ok((
-                Resource::External,
-                admin,
-                format!("testpg_{}_", os::random_hex(3)),
-            ))
+            Ok((Resource::External, admin, format!("testpg_{}_", os::random_hex(3))))
         }
         Backend::Testcontainers => start_container(),
     }
@@ -185,14 +153,8 @@ fn start_container() -> Result<(Resource, ConnectionInfo, String)> {
     use testcontainers_modules::testcontainers::{ImageExt, runners::AsyncRunner};
     let tag = std::env::var("TESTPG_CONTAINER_TAG").unwrap_or_else(|_| "15-alpine".to_owned());
     block(async move {
-        let fail = |e: testcontainers_modules::testcontainers::TestcontainersError| {
-            Error::Container(e.to_string())
-        };
-        let container = Postgres::default()
-            .with_tag(tag)
-            .start()
-            .await
-            .map_err(fail)?;
+        let fail = |e: testcontainers_modules::testcontainers::TestcontainersError| Error::Container(e.to_string());
+        let container = Postgres::default().with_tag(tag).start().await.map_err(fail)?;
         let host = container.get_host().await.map_err(fail)?.to_string();
         let port = container.get_host_port_ipv4(5432).await.map_err(fail)?;
         let admin = ConnectionInfo {
@@ -202,34 +164,26 @@ fn start_container() -> Result<(Resource, ConnectionInfo, String)> {
             password: Some("postgres".to_owned()),
             dbname: "postgres".to_owned(),
         };
-        Ok((Resource::Container(container), admin, "testpg_".to_owned()))
+        Ok((Resource::Container(Box::new(container)), admin, "testpg_".to_owned()))
     })
 }
 
 #[cfg(not(feature = "testcontainers"))]
 fn start_container() -> Result<(Resource, ConnectionInfo, String)> {
-    Err(Error::Backend(
-        "testcontainers".into(),
-        "build with the cargo feature `testcontainers` of testpg",
-    ))
+    Err(Error::Backend("testcontainers".into(), "build with the cargo feature `testcontainers` of testpg"))
 }
 
 fn pool_size() -> usize {
-    std::env::var(POOL_SIZE_ENV)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(4)
+    std::env::var(POOL_SIZE_ENV).ok().and_then(|s| s.parse().ok()).unwrap_or(4)
 }
 
 /// Serves the run until its owner ends (or we are told to stop, or the server dies).
 async fn serve(state: State, owner_fd: OwnedFd, mut resource: Resource) -> Resource {
     // SAFETY: the AsyncFd owns the pidfd, which stays open and unchanged until it is dropped.
     let owner = unsafe { AsyncFd::register_with_interest(owner_fd, Interest::READABLE) };
-    let (Ok(owner), Ok(mut term), Ok(mut int)) = (
-        owner,
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(owner), Ok(mut term), Ok(mut int)) =
+        (owner, signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         eprintln!("testpg keeper: cannot watch the run's owner; stopping");
         return resource;
     };
@@ -240,13 +194,8 @@ async fn serve(state: State, owner_fd: OwnedFd, mut resource: Resource) -> Resou
             return resource;
         }
     };
-    let mut pool = Pool {
-        client,
-        prefix: state.prefix.clone(),
-        size: pool_size(),
-        version: 0,
-        handed_back: Vec::new(),
-    };
+    let mut pool =
+        Pool { client, prefix: state.prefix.clone(), size: pool_size(), version: 0, handed_back: Vec::new() };
     if let Ok(v) = pool.client.column_async("SHOW server_version_num").await {
         pool.version = v.first().and_then(|v| v.parse().ok()).unwrap_or(0);
     }
@@ -285,11 +234,7 @@ async fn serve(state: State, owner_fd: OwnedFd, mut resource: Resource) -> Resou
 
 /// A connection that receives our channel's notifications.
 async fn listen(admin: &ConnectionInfo) -> Result<(Client, mpsc::UnboundedReceiver<String>)> {
-    let (client, mut connection) = admin
-        .to_config()
-        .connect(NoTls)
-        .await
-        .map_err(Error::pg(admin.to_string()))?;
+    let (client, mut connection) = admin.to_config().connect(NoTls).await.map_err(Error::pg(admin.to_string()))?;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(Ok(message)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
@@ -326,10 +271,7 @@ impl Pool {
     /// Drops handed-back databases (and those of processes that died) once nobody is connected
     /// to them, then tops the pool of every template up.
     async fn maintain(&mut self) -> Result<()> {
-        let sql = format!(
-            "SELECT datname FROM pg_database WHERE datname LIKE {}",
-            like_prefix(&self.prefix)
-        );
+        let sql = format!("SELECT datname FROM pg_database WHERE datname LIKE {}", like_prefix(&self.prefix));
         let names = self.client.column_async(&sql).await?;
         for name in &names {
             if let Some(Kind::Claimed { pid }) = kind(&self.prefix, name)
@@ -341,27 +283,16 @@ impl Pool {
         }
         self.handed_back.retain(|n| names.contains(n));
         if !self.handed_back.is_empty() {
-            let list = self
-                .handed_back
-                .iter()
-                .map(|n| literal(n))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = self.handed_back.iter().map(|n| literal(n)).collect::<Vec<_>>().join(", ");
             let busy = self
                 .client
-                .column_async(&format!(
-                    "SELECT DISTINCT datname FROM pg_stat_activity WHERE datname IN ({list})"
-                ))
+                .column_async(&format!("SELECT DISTINCT datname FROM pg_stat_activity WHERE datname IN ({list})"))
                 .await?;
             for name in self.handed_back.clone() {
                 if busy.contains(&name) {
                     continue;
                 }
-                match self
-                    .client
-                    .query_async(&format!("DROP DATABASE IF EXISTS {}", ident(&name)))
-                    .await
-                {
+                match self.client.query_async(&format!("DROP DATABASE IF EXISTS {}", ident(&name))).await {
                     Ok(_) => self.handed_back.retain(|n| n != &name),
                     Err(e) => eprintln!("testpg keeper: dropping {name}: {e}"),
                 }
@@ -374,11 +305,7 @@ impl Pool {
             let pooled = format!("{}p_{hash}_", self.prefix);
             let have = names.iter().filter(|n| n.starts_with(&pooled)).count();
             for _ in have..self.size {
-                let sql = clone_sql(
-                    &pooled_name(&self.prefix, hash),
-                    &template_name(&self.prefix, hash),
-                    self.version,
-                );
+                let sql = clone_sql(&pooled_name(&self.prefix, hash), &template_name(&self.prefix, hash), self.version);
                 self.client.query_async(&sql).await?;
             }
         }
@@ -390,24 +317,15 @@ impl Pool {
 pub(crate) async fn drop_prefixed(admin: &ConnectionInfo, prefix: &str) -> Result<()> {
     let client = Client::connect_async(admin).await?;
     let names = client
-        .column_async(&format!(
-            "SELECT datname FROM pg_database WHERE datname LIKE {}",
-            like_prefix(prefix)
-        ))
+        .column_async(&format!("SELECT datname FROM pg_database WHERE datname LIKE {}", like_prefix(prefix)))
         .await?;
     for name in names {
         let quoted = ident(&name);
-        client
-            .query_async(&format!("ALTER DATABASE {quoted} WITH IS_TEMPLATE false"))
-            .await?;
-        let terminate = format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {}",
-            literal(&name)
-        );
+        client.query_async(&format!("ALTER DATABASE {quoted} WITH IS_TEMPLATE false")).await?;
+        let terminate =
+            format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {}", literal(&name));
         client.query_async(&terminate).await?;
-        client
-            .query_async(&format!("DROP DATABASE IF EXISTS {quoted}"))
-            .await?;
+        client.query_async(&format!("DROP DATABASE IF EXISTS {quoted}")).await?;
     }
     Ok(())
 }

@@ -80,7 +80,5 @@ pub fn base_dir() -> std::path::PathBuf {
 
 /// FNV-1a: a stable hash for names derived from keys (std's hasher may change between releases).
 pub(crate) fn hash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }

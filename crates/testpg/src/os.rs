@@ -31,42 +31,26 @@ pub(crate) fn server_user() -> Result<Option<ServerUser>> {
         return Ok(None);
     }
     let name = std::env::var(OS_USER_ENV).unwrap_or_else(|_| "postgres".to_owned());
-    lookup_user(&name)?
-        .map(Some)
-        .ok_or(Error::NoServerUser { user: name })
+    lookup_user(&name)?.map(Some).ok_or(Error::NoServerUser { user: name })
 }
 
 fn lookup_user(name: &str) -> Result<Option<ServerUser>> {
-    let cname = CString::new(name).map_err(|_| Error::NoServerUser {
-        user: name.to_owned(),
-    })?;
+    let cname = CString::new(name).map_err(|_| Error::NoServerUser { user: name.to_owned() })?;
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     let mut result: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: all pointers are valid for the duration of the call; buf outlives pwd's use.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            cname.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
+    let rc = unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
     if rc != 0 || result.is_null() {
         return Ok(None);
     }
-    Ok(Some(ServerUser {
-        uid: pwd.pw_uid,
-        gid: pwd.pw_gid,
-    }))
+    Ok(Some(ServerUser { uid: pwd.pw_uid, gid: pwd.pw_gid }))
 }
 
 /// Gives `path` (not following symlinks) to `user`, when there is one.
 pub(crate) fn give_to(path: &Path, user: Option<ServerUser>) -> Result<()> {
     if let Some(u) = user {
-        std::os::unix::fs::lchown(path, Some(u.uid), Some(u.gid))
-            .map_err(Error::io("change owner of", path))?;
+        std::os::unix::fs::lchown(path, Some(u.uid), Some(u.gid)).map_err(Error::io("change owner of", path))?;
     }
     Ok(())
 }
@@ -74,8 +58,7 @@ pub(crate) fn give_to(path: &Path, user: Option<ServerUser>) -> Result<()> {
 /// Creates `path` (and parents) with `mode`, owned by `user` when given.
 pub(crate) fn make_dir(path: &Path, mode: u32, user: Option<ServerUser>) -> Result<()> {
     fs::create_dir_all(path).map_err(Error::io("create folder", path))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(Error::io("set permissions of", path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(Error::io("set permissions of", path))?;
     give_to(path, user)
 }
 
@@ -127,10 +110,7 @@ impl ProcessId {
     /// The process `pid`, if it exists and is not a zombie.
     pub(crate) fn of(pid: u32) -> Option<ProcessId> {
         let (state, ppid_start) = stat_fields(pid)?;
-        (state != 'Z' && state != 'X').then_some(ProcessId {
-            pid,
-            start: ppid_start.1,
-        })
+        (state != 'Z' && state != 'X').then_some(ProcessId { pid, start: ppid_start.1 })
     }
 
     /// Whether this very process still runs.
@@ -152,16 +132,12 @@ fn stat_fields(pid: u32) -> Option<(char, (u32, u64))> {
 }
 
 pub(crate) fn parent_of(pid: u32) -> Option<u32> {
-    stat_fields(pid)
-        .map(|(_, (ppid, _))| ppid)
-        .filter(|&p| p > 0)
+    stat_fields(pid).map(|(_, (ppid, _))| ppid).filter(|&p| p > 0)
 }
 
 /// The short command name of a process (`/proc/<pid>/comm`).
 pub(crate) fn command_name(pid: u32) -> Option<String> {
-    fs::read_to_string(format!("/proc/{pid}/comm"))
-        .ok()
-        .map(|s| s.trim_end().to_owned())
+    fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim_end().to_owned())
 }
 
 /// A file descriptor that becomes readable when process `pid` ends (Linux `pidfd_open`).
@@ -185,8 +161,7 @@ pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
     let c = CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: c is a valid C string and st a valid out-pointer.
-    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0)
-        .then(|| st.f_bavail as u64 * st.f_frsize as u64)
+    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// Whether we may create entries in `path`.

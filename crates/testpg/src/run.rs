@@ -48,19 +48,12 @@ impl Backend {
             "" if url_set => Ok(Backend::Url),
             "" | "launched" => Ok(Backend::Launched),
             "url" if url_set => Ok(Backend::Url),
-            "url" => Err(Error::Backend(
-                "url".into(),
-                "set TESTPG_URL=postgresql://user:password@host:port/",
-            )),
+            "url" => Err(Error::Backend("url".into(), "set TESTPG_URL=postgresql://user:password@host:port/")),
             "testcontainers" if cfg!(feature = "testcontainers") => Ok(Backend::Testcontainers),
-            "testcontainers" => Err(Error::Backend(
-                "testcontainers".into(),
-                "build with the cargo feature `testcontainers` of testpg",
-            )),
-            other => Err(Error::Backend(
-                other.into(),
-                "choose `launched`, `url` or `testcontainers`",
-            )),
+            "testcontainers" => {
+                Err(Error::Backend("testcontainers".into(), "build with the cargo feature `testcontainers` of testpg"))
+            }
+            other => Err(Error::Backend(other.into(), "choose `launched`, `url` or `testcontainers`")),
         }
     }
 
@@ -175,22 +168,10 @@ fn run_key() -> (String, ProcessId) {
     if let Ok(id) = std::env::var(RUN_ID_ENV)
         && !id.is_empty()
     {
-        let owner_pid = std::env::var(RUN_OWNER_ENV)
-            .ok()
-            .and_then(|p| p.parse().ok());
-        let owner = owner_pid
-            .or_else(|| os::parent_of(me.pid))
-            .and_then(ProcessId::of)
-            .unwrap_or(me);
-        let safe = id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            && id.len() <= 64;
-        let id = if safe {
-            id
-        } else {
-            format!("{:016x}", crate::hash(&id))
-        };
+        let owner_pid = std::env::var(RUN_OWNER_ENV).ok().and_then(|p| p.parse().ok());
+        let owner = owner_pid.or_else(|| os::parent_of(me.pid)).and_then(ProcessId::of).unwrap_or(me);
+        let safe = id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') && id.len() <= 64;
+        let id = if safe { id } else { format!("{:016x}", crate::hash(&id)) };
         return (format!("run-{id}"), owner);
     }
     if let Ok(run_id) = std::env::var("NEXTEST_RUN_ID")
@@ -287,9 +268,8 @@ fn clean_run(run_dir: &Path, keep_lock: bool) {
             os::signal(pid, libc::SIGKILL);
         }
         if state.backend == Backend::Url {
-            let _ = crate::client::block(async move {
-                crate::keeper::drop_prefixed(&state.admin, &state.prefix).await
-            });
+            let _ =
+                crate::client::block(async move { crate::keeper::drop_prefixed(&state.admin, &state.prefix).await });
         }
     }
     let Ok(entries) = fs::read_dir(run_dir) else {
@@ -335,8 +315,7 @@ fn sweep_dead_runs(runs: &Path, ours: &str) {
 }
 
 fn spawn_keeper(run_dir: &Path, owner: ProcessId, backend: Backend) -> Result<State> {
-    let exe = std::env::current_exe()
-        .map_err(Error::io("find the current executable", "/proc/self/exe"))?;
+    let exe = std::env::current_exe().map_err(Error::io("find the current executable", "/proc/self/exe"))?;
     let mut cmd = Command::new(&exe);
     cmd.env(KEEPER_ENV, run_dir)
         .env(KEEPER_OWNER_ENV, format!("{}:{}", owner.pid, owner.start))
@@ -344,9 +323,7 @@ fn spawn_keeper(run_dir: &Path, owner: ProcessId, backend: Backend) -> Result<St
     // Checked here rather than in the keeper, so that the caller gets the typed error.
     match backend {
         Backend::Launched => drop(cmd.env(BIN_DIR_ENV, Binaries::discover()?.dir())),
-        Backend::Url => drop(ConnectionInfo::parse_url(
-            &std::env::var(URL_ENV).unwrap_or_default(),
-        )?),
+        Backend::Url => drop(ConnectionInfo::parse_url(&std::env::var(URL_ENV).unwrap_or_default())?),
         Backend::Testcontainers => {}
     }
     let log_path = run_dir.join("keeper.log");
@@ -373,10 +350,6 @@ fn spawn_keeper(run_dir: &Path, owner: ProcessId, backend: Backend) -> Result<St
     let log = fs::read_to_string(&log_path).unwrap_or_default();
     let reason = line.trim().strip_prefix("error ").map(str::to_owned);
     Err(Error::Keeper(reason.unwrap_or_else(|| {
-        format!(
-            "it exited early; {} says:\n{}",
-            log_path.display(),
-            crate::cluster::tail(&log, 10)
-        )
+        format!("it exited early; {} says:\n{}", log_path.display(), crate::cluster::tail(&log, 10))
     })))
 }

@@ -26,12 +26,8 @@ fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
 
 /// Whether process `pid` runs (a zombie does not count).
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        !matches!(
-            s.rsplit(')').next().and_then(|r| r.trim().chars().next()),
-            Some('Z' | 'X')
-        )
-    })
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !matches!(s.rsplit(')').next().and_then(|r| r.trim().chars().next()), Some('Z' | 'X')))
 }
 
 /// A fresh folder under testpg's base folder (which the server user can enter, unlike /tmp's
@@ -51,14 +47,11 @@ fn is_root() -> bool {
 }
 
 fn databases(c: &mut postgres::Client, like: &str) -> Vec<String> {
-    c.query(
-        "SELECT datname FROM pg_database WHERE datname LIKE $1 ORDER BY 1",
-        &[&like],
-    )
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
+    c.query("SELECT datname FROM pg_database WHERE datname LIKE $1 ORDER BY 1", &[&like])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 #[test]
@@ -70,17 +63,10 @@ fn cluster_starts_answers_and_stops_leaving_nothing() {
     assert!(alive(pid));
     let mut c = connect(&cluster.connection()).unwrap();
     let version: String = c.query_one("SHOW server_version", &[]).unwrap().get(0);
-    assert!(
-        version.starts_with(binaries.version()),
-        "{version} vs {}",
-        binaries.version()
-    );
-    for (setting, value) in [
-        ("fsync", "off"),
-        ("synchronous_commit", "off"),
-        ("autovacuum", "off"),
-        ("listen_addresses", ""),
-    ] {
+    assert!(version.starts_with(binaries.version()), "{version} vs {}", binaries.version());
+    for (setting, value) in
+        [("fsync", "off"), ("synchronous_commit", "off"), ("autovacuum", "off"), ("listen_addresses", "")]
+    {
         let got: String = c.query_one(&format!("SHOW {setting}"), &[]).unwrap().get(0);
         assert_eq!(got, value, "{setting}");
     }
@@ -97,10 +83,7 @@ fn cold_start_with_initdb_works_too() {
     let options = ClusterOptions::default().with_cache(false);
     let cluster = Cluster::start(&binaries, &dir, &options).unwrap();
     let mut c = connect(&cluster.connection()).unwrap();
-    assert_eq!(
-        c.query_one("SELECT 1 + 1", &[]).unwrap().get::<_, i32>(0),
-        2
-    );
+    assert_eq!(c.query_one("SELECT 1 + 1", &[]).unwrap().get::<_, i32>(0), 2);
     drop(cluster);
     assert!(!dir.exists());
 }
@@ -109,61 +92,33 @@ fn cold_start_with_initdb_works_too() {
 fn as_root_the_server_runs_unprivileged_and_other_users_are_shut_out() {
     let binaries = Binaries::discover().unwrap();
     let dir = scratch("root");
-    let cluster =
-        Cluster::start(&binaries, &dir, &ClusterOptions::default().with_tcp(true)).unwrap();
+    let cluster = Cluster::start(&binaries, &dir, &ClusterOptions::default().with_tcp(true)).unwrap();
     let server_uid = uid_of(cluster.pid());
     let data = std::fs::metadata(dir.join("data")).unwrap();
     let socket = std::fs::metadata(dir.join("socket")).unwrap();
     assert_eq!(data.uid(), server_uid);
-    assert_eq!(
-        socket.permissions().mode() & 0o777,
-        0o700,
-        "the socket folder is private"
-    );
+    assert_eq!(socket.permissions().mode() & 0o777, 0o700, "the socket folder is private");
     if is_root() {
         assert_ne!(server_uid, 0, "PostgreSQL must not run as root");
         // Another local user can reach neither the socket nor, without the password, the port.
         let nobody = Command::new(binaries.dir().join("psql"))
-            .args([
-                "-h",
-                &cluster.connection().host,
-                "-p",
-                "5432",
-                "-U",
-                "postgres",
-                "-c",
-                "SELECT 1",
-            ])
+            .args(["-h", &cluster.connection().host, "-p", "5432", "-U", "postgres", "-c", "SELECT 1"])
             .env("PGCONNECT_TIMEOUT", "5")
             .current_dir("/")
             .uid(65534)
             .gid(65534)
             .output()
             .unwrap();
-        assert!(
-            !nobody.status.success(),
-            "user nobody connected over the private socket"
-        );
+        assert!(!nobody.status.success(), "user nobody connected over the private socket");
     } else {
         assert_eq!(server_uid, uid_of(std::process::id()));
     }
     let tcp = cluster.tcp_connection().unwrap();
     assert_eq!(tcp.host, "127.0.0.1");
-    let without_password = ConnectionInfo {
-        password: None,
-        ..tcp.clone()
-    };
-    assert!(
-        connect(&without_password).is_err(),
-        "TCP must ask for the password"
-    );
+    let without_password = ConnectionInfo { password: None, ..tcp.clone() };
+    assert!(connect(&without_password).is_err(), "TCP must ask for the password");
     let mut c = connect(&tcp).unwrap();
-    assert_eq!(
-        c.query_one("SELECT current_user::text", &[])
-            .unwrap()
-            .get::<_, String>(0),
-        "postgres"
-    );
+    assert_eq!(c.query_one("SELECT current_user::text", &[]).unwrap().get::<_, String>(0), "postgres");
 }
 
 use std::os::unix::process::CommandExt;
@@ -171,7 +126,9 @@ use std::os::unix::process::CommandExt;
 fn schema() -> Template {
     Template::new("items-v1", |db| {
         let mut c = connect(db)?;
-        c.batch_execute("CREATE TABLE item (id serial PRIMARY KEY, name text NOT NULL); INSERT INTO item (name) VALUES ('seed')")?;
+        c.batch_execute(
+            "CREATE TABLE item (id serial PRIMARY KEY, name text NOT NULL); INSERT INTO item (name) VALUES ('seed')",
+        )?;
         Ok(())
     })
 }
@@ -179,22 +136,14 @@ fn schema() -> Template {
 #[test]
 fn clones_are_isolated_from_each_other() {
     let server = Server::shared().unwrap();
-    let (a, b) = (
-        server.database(&schema()).unwrap(),
-        server.database(&schema()).unwrap(),
-    );
+    let (a, b) = (server.database(&schema()).unwrap(), server.database(&schema()).unwrap());
     assert_ne!(a.name(), b.name());
     assert!(a.name().starts_with(server.prefix()));
     let mut ca = connect(a.connection()).unwrap();
     let mut cb = connect(b.connection()).unwrap();
-    ca.execute("INSERT INTO item (name) VALUES ('only in a')", &[])
-        .unwrap();
+    ca.execute("INSERT INTO item (name) VALUES ('only in a')", &[]).unwrap();
     let names = |c: &mut postgres::Client| -> Vec<String> {
-        c.query("SELECT name FROM item ORDER BY id", &[])
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
+        c.query("SELECT name FROM item ORDER BY id", &[]).unwrap().iter().map(|r| r.get(0)).collect()
     };
     assert_eq!(names(&mut ca), ["seed", "only in a"]);
     assert_eq!(names(&mut cb), ["seed"], "b sees only the template's row");
@@ -209,9 +158,7 @@ fn handed_back_databases_are_dropped_and_the_pool_refills() {
     let mut admin = connect(server.admin()).unwrap();
     let pooled = format!("{}p\\_%", server.prefix().replace('_', "\\_"));
     assert!(
-        wait_until(Duration::from_secs(10), || databases(&mut admin, &pooled)
-            .len()
-            >= 4),
+        wait_until(Duration::from_secs(10), || databases(&mut admin, &pooled).len() >= 4),
         "the keeper keeps a warm pool: {:?}",
         databases(&mut admin, &pooled)
     );
@@ -220,16 +167,9 @@ fn handed_back_databases_are_dropped_and_the_pool_refills() {
     drop(db);
     // The connection is still open: the keeper must wait for it before dropping.
     std::thread::sleep(Duration::from_millis(50));
-    assert!(
-        databases(&mut admin, &name).contains(&name),
-        "dropped while still connected"
-    );
+    assert!(databases(&mut admin, &name).contains(&name), "dropped while still connected");
     drop(c);
-    assert!(
-        wait_until(Duration::from_secs(10), || databases(&mut admin, &name)
-            .is_empty()),
-        "{name} was not dropped"
-    );
+    assert!(wait_until(Duration::from_secs(10), || databases(&mut admin, &name).is_empty()), "{name} was not dropped");
 }
 
 #[test]
@@ -238,35 +178,35 @@ fn a_failing_migration_is_reported_and_leaves_no_template() {
     let broken = Template::new("broken-v1", |_| Err("the schema is broken".into()));
     let err = server.database(&broken).unwrap_err();
     assert!(matches!(err, Error::Migration { .. }), "{err}");
-    assert!(
-        err.to_string().contains("broken-v1") && err.to_string().contains("the schema is broken"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("broken-v1") && err.to_string().contains("the schema is broken"), "{err}");
     let fixed = Template::new("broken-v1", |db| {
         connect(db)?.batch_execute("CREATE TABLE fixed ()")?;
         Ok(())
     });
     let db = server.database(&fixed).unwrap();
-    connect(db.connection())
-        .unwrap()
-        .batch_execute("SELECT * FROM fixed")
-        .unwrap();
+    connect(db.connection()).unwrap().batch_execute("SELECT * FROM fixed").unwrap();
 }
 
 #[test]
 fn sync_api_works_inside_a_tokio_runtime() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let name = runtime.block_on(async {
-        Server::shared()
-            .unwrap()
-            .database(&Template::empty())
-            .unwrap()
-            .name()
-            .to_owned()
-    });
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let name =
+        runtime.block_on(async { Server::shared().unwrap().database(&Template::empty()).unwrap().name().to_owned() });
     assert!(name.contains("c_"));
+}
+
+#[test]
+fn the_run_is_keyed_by_the_runner() {
+    let server = Server::shared().unwrap();
+    let key = server.run_dir().file_name().unwrap().to_string_lossy().into_owned();
+    match std::env::var("NEXTEST_RUN_ID") {
+        // nextest runs a process per test: all of them share the run's server.
+        Ok(run_id) => assert_eq!(key, format!("nextest-{run_id}")),
+        // cargo test runs the tests of a binary as threads of one process.
+        Err(_) => assert!(key.starts_with(&format!("pid-{}-", std::process::id())), "{key}"),
+    }
+    assert!(alive(server.keeper_pid()));
+    assert!(alive(server.postmaster_pid().unwrap()));
 }
 
 // ---- Several processes: children of this test binary that attach to a run and report. ----
@@ -297,10 +237,7 @@ struct Report(std::collections::HashMap<String, String>);
 
 impl Report {
     fn get(&self, key: &str) -> &str {
-        self.0
-            .get(key)
-            .map(String::as_str)
-            .unwrap_or_else(|| panic!("no {key} in {:?}", self.0))
+        self.0.get(key).map(String::as_str).unwrap_or_else(|| panic!("no {key} in {:?}", self.0))
     }
     fn pid(&self, key: &str) -> u32 {
         self.get(key).parse().unwrap()
@@ -310,13 +247,7 @@ impl Report {
 /// Runs [`child_attach`] in a new process of this binary in run `run_id` owned by `owner`.
 fn attach_child(run_id: &str, owner: u32, env: &[(&str, &str)]) -> Result<Report, String> {
     let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_attach",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", "child_attach", "--ignored", "--nocapture", "--test-threads=1"])
         .env("TESTPG_RUN_ID", run_id)
         .env("TESTPG_RUN_OWNER", owner.to_string())
         .envs(env.iter().copied())
@@ -324,46 +255,24 @@ fn attach_child(run_id: &str, owner: u32, env: &[(&str, &str)]) -> Result<Report
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    if let Some(line) = stdout
-        .lines()
-        .find_map(|l| l.split_once("ATTACHED ").map(|(_, r)| r))
-    {
+    if let Some(line) = stdout.lines().find_map(|l| l.split_once("ATTACHED ").map(|(_, r)| r)) {
         return Ok(Report(
-            line.split(' ')
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
+            line.split(' ').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect(),
         ));
     }
     Err(stdout
         .lines()
         .find_map(|l| l.split_once("ERROR ").map(|(_, r)| r))
-        .map_or_else(
-            || {
-                format!(
-                    "child failed: {stdout}{}",
-                    String::from_utf8_lossy(&output.stderr)
-                )
-            },
-            str::to_owned,
-        ))
+        .map_or_else(|| format!("child failed: {stdout}{}", String::from_utf8_lossy(&output.stderr)), str::to_owned))
 }
 
 /// A process standing in for a test runner: the run ends when it does.
 fn owner_process() -> Child {
-    Command::new("sleep")
-        .arg("600")
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap()
+    Command::new("sleep").arg("600").stdin(Stdio::null()).spawn().unwrap()
 }
 
 fn run_id(name: &str) -> String {
-    format!(
-        "{name}-{}-{}",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos()
-    )
+    format!("{name}-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos())
 }
 
 #[test]
@@ -372,30 +281,16 @@ fn processes_of_one_run_share_one_server_which_a_sigkill_of_the_owner_ends() {
     let run = run_id("share");
     let first = attach_child(&run, owner.id(), &[]).unwrap();
     let second = attach_child(&run, owner.id(), &[]).unwrap();
-    assert_eq!(
-        first.pid("keeper"),
-        second.pid("keeper"),
-        "one keeper per run"
-    );
-    assert_eq!(
-        first.pid("postmaster"),
-        second.pid("postmaster"),
-        "one server per run"
-    );
-    assert_ne!(
-        first.get("db"),
-        second.get("db"),
-        "each process gets its own database"
-    );
+    assert_eq!(first.pid("keeper"), second.pid("keeper"), "one keeper per run");
+    assert_eq!(first.pid("postmaster"), second.pid("postmaster"), "one server per run");
+    assert_ne!(first.get("db"), second.get("db"), "each process gets its own database");
     let (keeper, postmaster) = (first.pid("keeper"), first.pid("postmaster"));
     let run_dir = PathBuf::from(first.get("run_dir"));
     assert!(alive(keeper) && alive(postmaster) && run_dir.is_dir());
 
     owner.kill().unwrap(); // SIGKILL
     owner.wait().unwrap();
-    let gone = wait_until(Duration::from_secs(10), || {
-        !alive(postmaster) && !alive(keeper) && !run_dir.exists()
-    });
+    let gone = wait_until(Duration::from_secs(10), || !alive(postmaster) && !alive(keeper) && !run_dir.exists());
     assert!(
         gone,
         "left behind: postmaster alive={} keeper alive={} folder={}",
@@ -415,34 +310,22 @@ fn a_run_whose_keeper_was_killed_is_cleaned_up_by_the_next_one() {
     unsafe { libc::kill(report.pid("keeper") as i32, libc::SIGKILL) };
     owner.kill().unwrap();
     owner.wait().unwrap();
-    assert!(wait_until(Duration::from_secs(10), || !alive(
-        report.pid("postmaster")
-    )));
-    assert!(
-        run_dir.exists(),
-        "the crashed run's folder is there until the next run"
-    );
+    assert!(wait_until(Duration::from_secs(10), || !alive(report.pid("postmaster"))));
+    assert!(run_dir.exists(), "the crashed run's folder is there until the next run");
 
     let mut next_owner = owner_process();
     let next = attach_child(&run_id("next"), next_owner.id(), &[]).unwrap();
-    assert!(
-        !run_dir.exists(),
-        "the next run removed the crashed run's folder"
-    );
+    assert!(!run_dir.exists(), "the next run removed the crashed run's folder");
     next_owner.kill().unwrap();
     next_owner.wait().unwrap();
-    assert!(wait_until(Duration::from_secs(10), || !Path::new(
-        next.get("run_dir")
-    )
-    .exists()));
+    assert!(wait_until(Duration::from_secs(10), || !Path::new(next.get("run_dir")).exists()));
 }
 
 #[test]
 fn the_url_backend_touches_only_its_own_databases() {
     let binaries = Binaries::discover().unwrap();
     let dir = scratch("url");
-    let cluster =
-        Cluster::start(&binaries, &dir, &ClusterOptions::default().with_tcp(true)).unwrap();
+    let cluster = Cluster::start(&binaries, &dir, &ClusterOptions::default().with_tcp(true)).unwrap();
     let mut admin = connect(&cluster.connection()).unwrap();
     admin.batch_execute("CREATE DATABASE bystander").unwrap();
     let url = cluster.tcp_connection().unwrap().url();
@@ -451,66 +334,27 @@ fn the_url_backend_touches_only_its_own_databases() {
     let report = attach_child(&run_id("url"), owner.id(), &[("TESTPG_URL", &url)]).unwrap();
     assert_eq!(report.pid("postmaster"), 0, "nothing was launched");
     let prefix = report.get("prefix");
-    assert!(
-        prefix.starts_with("testpg_") && prefix.len() > "testpg_".len(),
-        "{prefix}"
-    );
+    assert!(prefix.starts_with("testpg_") && prefix.len() > "testpg_".len(), "{prefix}");
     let ours = format!("{}%", prefix.replace('_', "\\_"));
-    assert!(
-        !databases(&mut admin, &ours).is_empty(),
-        "the run's template and pool live on the server"
-    );
+    assert!(!databases(&mut admin, &ours).is_empty(), "the run's template and pool live on the server");
 
     owner.kill().unwrap();
     owner.wait().unwrap();
-    let cleaned = wait_until(Duration::from_secs(10), || {
-        databases(&mut admin, &ours).is_empty()
-    });
+    let cleaned = wait_until(Duration::from_secs(10), || databases(&mut admin, &ours).is_empty());
     assert!(cleaned, "left behind: {:?}", databases(&mut admin, &ours));
-    assert_eq!(
-        databases(&mut admin, "bystander"),
-        ["bystander"],
-        "a database not ours was touched"
-    );
-    assert!(wait_until(Duration::from_secs(10), || !Path::new(
-        report.get("run_dir")
-    )
-    .exists()));
+    assert_eq!(databases(&mut admin, "bystander"), ["bystander"], "a database not ours was touched");
+    assert!(wait_until(Duration::from_secs(10), || !Path::new(report.get("run_dir")).exists()));
 }
 
 #[test]
 fn bad_configuration_gives_clear_errors() {
     let owner = std::process::id();
-    let err = attach_child(
-        &run_id("nobin"),
-        owner,
-        &[("TESTPG_BIN_DIR", "/nonexistent/bin")],
-    )
-    .unwrap_err();
-    assert!(
-        err.contains("TESTPG_BIN_DIR=/nonexistent/bin does not hold `initdb` and `postgres`"),
-        "{err}"
-    );
-    let err = attach_child(
-        &run_id("badurl"),
-        owner,
-        &[("TESTPG_URL", "mysql://root@localhost/")],
-    )
-    .unwrap_err();
-    assert!(
-        err.contains("invalid PostgreSQL URL") && err.contains("postgresql://"),
-        "{err}"
-    );
-    let err = attach_child(
-        &run_id("badbackend"),
-        owner,
-        &[("TESTPG_BACKEND", "docker")],
-    )
-    .unwrap_err();
-    assert!(
-        err.contains("TESTPG_BACKEND=docker") && err.contains("launched"),
-        "{err}"
-    );
+    let err = attach_child(&run_id("nobin"), owner, &[("TESTPG_BIN_DIR", "/nonexistent/bin")]).unwrap_err();
+    assert!(err.contains("TESTPG_BIN_DIR=/nonexistent/bin does not hold `initdb` and `postgres`"), "{err}");
+    let err = attach_child(&run_id("badurl"), owner, &[("TESTPG_URL", "mysql://root@localhost/")]).unwrap_err();
+    assert!(err.contains("invalid PostgreSQL URL") && err.contains("postgresql://"), "{err}");
+    let err = attach_child(&run_id("badbackend"), owner, &[("TESTPG_BACKEND", "docker")]).unwrap_err();
+    assert!(err.contains("TESTPG_BACKEND=docker") && err.contains("launched"), "{err}");
 }
 
 #[test]
@@ -519,14 +363,8 @@ fn without_a_docker_engine_the_container_backend_says_so() {
     let err = attach_child(
         &run_id("docker"),
         std::process::id(),
-        &[
-            ("TESTPG_BACKEND", "testcontainers"),
-            ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
-        ],
+        &[("TESTPG_BACKEND", "testcontainers"), ("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
     )
     .unwrap_err();
-    assert!(
-        err.contains("cannot start a PostgreSQL container") && err.contains("Docker engine"),
-        "{err}"
-    );
+    assert!(err.contains("cannot start a PostgreSQL container") && err.contains("Docker engine"), "{err}");
 }
