@@ -55,7 +55,7 @@ fn intercept_keeper() {
 enum Resource {
     Cluster(Cluster),
     #[cfg(feature = "testcontainers")]
-    Container(testcontainers_modules::testcontainers::ContainerAsync<testcontainers_modules::postgres::Postgres>),
+    Container(Box<testcontainers_modules::testcontainers::ContainerAsync<testcontainers_modules::postgres::Postgres>>),
     External,
 }
 
@@ -340,7 +340,7 @@ fn teardown(run_dir: &Path, state: &State, resource: Resource) -> Result<()> {
         Resource::Cluster(cluster) => cluster.stop(),
         #[cfg(feature = "testcontainers")]
         Resource::Container(container) => {
-            block(async move { container.rm().await }).map_err(|e| Error::Container(e.to_string()))
+            block(async move { (*container).rm().await }).map_err(|e| Error::Container(e.to_string()))
         }
         Resource::External => {
             let (admin, prefix) = (state.admin.clone(), state.prefix.clone());
