@@ -216,8 +216,13 @@ fn attach() -> Result<Server> {
         }
         clean_run(&run_dir, true);
         sweep_dead_runs(&runs, &key);
-        let state = spawn_keeper(&run_dir, owner, backend)?;
-        return Ok(Server::new(state, run_dir));
+        return match spawn_keeper(&run_dir, owner, backend) {
+            Ok(state) => Ok(Server::new(state, run_dir)),
+            Err(e) => {
+                clean_run(&run_dir, false);
+                Err(e)
+            }
+        };
     }
 }
 

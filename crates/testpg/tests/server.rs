@@ -349,12 +349,22 @@ fn the_url_backend_touches_only_its_own_databases() {
 #[test]
 fn bad_configuration_gives_clear_errors() {
     let owner = std::process::id();
-    let err = attach_child(&run_id("nobin"), owner, &[("TESTPG_BIN_DIR", "/nonexistent/bin")]).unwrap_err();
-    assert!(err.contains("TESTPG_BIN_DIR=/nonexistent/bin does not hold `initdb` and `postgres`"), "{err}");
-    let err = attach_child(&run_id("badurl"), owner, &[("TESTPG_URL", "mysql://root@localhost/")]).unwrap_err();
-    assert!(err.contains("invalid PostgreSQL URL") && err.contains("postgresql://"), "{err}");
-    let err = attach_child(&run_id("badbackend"), owner, &[("TESTPG_BACKEND", "docker")]).unwrap_err();
-    assert!(err.contains("TESTPG_BACKEND=docker") && err.contains("launched"), "{err}");
+    let cases = [
+        ("TESTPG_BIN_DIR", "/nonexistent/bin", "TESTPG_BIN_DIR=/nonexistent/bin does not hold `initdb` and `postgres`"),
+        ("TESTPG_URL", "mysql://root@localhost/", "invalid PostgreSQL URL `mysql://root@localhost/`"),
+        (
+            "TESTPG_BACKEND",
+            "docker",
+            "TESTPG_BACKEND=docker is not available: choose `launched`, `url` or `testcontainers`",
+        ),
+    ];
+    for (variable, value, message) in cases {
+        let run = run_id("bad");
+        let err = attach_child(&run, owner, &[(variable, value)]).unwrap_err();
+        assert!(err.contains(message), "{variable}={value}: {err}");
+        let run_dir = testpg::base_dir().join("runs").join(format!("run-{run}"));
+        assert!(!run_dir.exists(), "a failed start left {}", run_dir.display());
+    }
 }
 
 #[test]
