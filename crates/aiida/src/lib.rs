@@ -1,0 +1,14 @@
+//! The AiiDA engine in Rust: the instance folder and its profiles, storage in aiida-core's own
+//! PostgreSQL schema and file-repository format, the ORM, entry points, and the `verdi` command line.
+//!
+//! Library code takes the profile or storage it works on as an argument: there is no hidden,
+//! process-wide "current profile". Only `verdi` resolves a default profile.
+
+#![warn(missing_docs)]
+
+pub mod plugins;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use ctor;
+}
