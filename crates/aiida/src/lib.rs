@@ -7,7 +7,9 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod orm;
 pub mod plugins;
+pub mod storage;
 
 #[doc(hidden)]
 pub mod __private {

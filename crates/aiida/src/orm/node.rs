@@ -1,0 +1,288 @@
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::{OrmError, User};
+use crate::storage::{Storage, params};
+
+/// A node of the provenance graph: data or a process, with attributes (frozen once stored),
+/// extras (always mutable) and files (in the repository).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pk: Option<i32>,
+    uuid: Uuid,
+    node_type: String,
+    process_type: Option<String>,
+    label: String,
+    description: String,
+    ctime: DateTime<Utc>,
+    mtime: DateTime<Utc>,
+    attributes: Map<String, Value>,
+    extras: Map<String, Value>,
+    repository_metadata: Value,
+    computer: Option<i32>,
+    user: Option<i32>,
+    files: BTreeMap<String, Vec<u8>>,
+}
+
+impl Node {
+    /// A new, unstored node of `node_type` (e.g. `data.core.int.Int.`).
+    pub fn new(node_type: impl Into<String>) -> Node {
+        let now = Utc::now();
+        Node {
+            pk: None,
+            uuid: Uuid::new_v4(),
+            node_type: node_type.into(),
+            process_type: None,
+            label: String::new(),
+            description: String::new(),
+            ctime: now,
+            mtime: now,
+            attributes: Map::new(),
+            extras: Map::new(),
+            repository_metadata: json!({}),
+            computer: None,
+            user: None,
+            files: BTreeMap::new(),
+        }
+    }
+
+    /// The database id, once stored.
+    pub fn pk(&self) -> Option<i32> {
+        self.pk
+    }
+
+    /// The UUID.
+    pub fn uuid(&self) -> Uuid {
+        self.uuid
+    }
+
+    /// The type string, e.g. `data.core.int.Int.`.
+    pub fn node_type(&self) -> &str {
+        &self.node_type
+    }
+
+    /// The process type, for process nodes.
+    pub fn process_type(&self) -> Option<&str> {
+        self.process_type.as_deref()
+    }
+
+    /// The label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Sets the label (before storing).
+    pub fn set_label(&mut self, label: impl Into<String>) -> Result<(), OrmError> {
+        self.check_mutable()?;
+        self.label = label.into();
+        Ok(())
+    }
+
+    /// The description.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// Creation time.
+    pub fn ctime(&self) -> DateTime<Utc> {
+        self.ctime
+    }
+
+    /// Last modification time.
+    pub fn mtime(&self) -> DateTime<Utc> {
+        self.mtime
+    }
+
+    /// The attributes.
+    pub fn attributes(&self) -> &Map<String, Value> {
+        &self.attributes
+    }
+
+    /// One attribute.
+    pub fn attribute(&self, key: &str) -> Option<&Value> {
+        self.attributes.get(key)
+    }
+
+    /// Sets an attribute; an error once the node is stored.
+    pub fn set_attribute(&mut self, key: impl Into<String>, value: impl Into<Value>) -> Result<(), OrmError> {
+        self.check_mutable()?;
+        self.attributes.insert(key.into(), value.into());
+        Ok(())
+    }
+
+    /// The extras.
+    pub fn extras(&self) -> &Map<String, Value> {
+        &self.extras
+    }
+
+    /// Sets an extra; on a stored node it is written to `storage` at once.
+    pub fn set_extra(&mut self, storage: &Storage, key: impl Into<String>, value: impl Into<Value>) -> Result<(), OrmError> {
+        let (key, value) = (key.into(), value.into());
+        if let Some(pk) = self.pk {
+            let rows = storage.db().query(
+                "UPDATE db_dbnode SET extras = coalesce(extras, '{}'::jsonb) || jsonb_build_object($2::text, $3::jsonb),
+                 mtime = now() WHERE id = $1 RETURNING mtime",
+                params![pk, key.clone(), value.clone()],
+            )?;
+            self.mtime = rows[0].get(0);
+        }
+        self.extras.insert(key, value);
+        Ok(())
+    }
+
+    /// Adds a file at `path` (`/`-separated) to the node's repository folder (before storing).
+    pub fn put_file(&mut self, path: impl Into<String>, content: impl Into<Vec<u8>>) -> Result<(), OrmError> {
+        self.check_mutable()?;
+        self.files.insert(path.into(), content.into());
+        Ok(())
+    }
+
+    /// The content of the file at `path`.
+    pub fn file(&self, storage: &Storage, path: &str) -> Result<Vec<u8>, OrmError> {
+        if let Some(content) = self.files.get(path) {
+            return Ok(content.clone());
+        }
+        let mut entry = &self.repository_metadata;
+        for part in path.split('/') {
+            entry = entry.get("o").and_then(|o| o.get(part)).ok_or_else(|| OrmError::NotFound {
+                entity: "file",
+                id: format!("`{path}` in node {}", self.uuid),
+            })?;
+        }
+        let key = entry.get("k").and_then(Value::as_str).ok_or_else(|| OrmError::NotFound {
+            entity: "file",
+            id: format!("`{path}` in node {} (it is a folder)", self.uuid),
+        })?;
+        Ok(storage.repository().get(key)?)
+    }
+
+    /// The repository tree, as `repository_metadata` stores it.
+    pub fn repository_metadata(&self) -> &Value {
+        &self.repository_metadata
+    }
+
+    /// Whether the node is stored.
+    pub fn is_stored(&self) -> bool {
+        self.pk.is_some()
+    }
+
+    fn check_mutable(&self) -> Result<(), OrmError> {
+        match self.pk {
+            Some(pk) => Err(OrmError::Frozen { pk }),
+            None => Ok(()),
+        }
+    }
+
+    /// Stores the node (its files first, then its row), by the profile's default user unless a
+    /// user was set. Storing a stored node does nothing.
+    pub fn store(&mut self, storage: &Storage) -> Result<&mut Node, OrmError> {
+        if self.pk.is_some() {
+            return Ok(self);
+        }
+        let user = match self.user {
+            Some(id) => id,
+            None => User::default_user(storage)?.pk(),
+        };
+        let mut tree = json!({});
+        for (path, content) in &self.files {
+            let key = storage.repository().put(content)?;
+            insert_file(&mut tree, path, key);
+        }
+        let attributes = Value::Object(self.attributes.clone());
+        let extras = Value::Object(self.extras.clone());
+        let rows = storage.db().query(
+            "INSERT INTO db_dbnode (uuid, node_type, process_type, label, description, ctime, mtime, attributes,
+             extras, repository_metadata, dbcomputer_id, user_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+            params![
+                self.uuid,
+                self.node_type.clone(),
+                self.process_type.clone(),
+                self.label.clone(),
+                self.description.clone(),
+                self.ctime,
+                self.mtime,
+                attributes,
+                extras,
+                tree.clone(),
+                self.computer,
+                user
+            ],
+        )?;
+        self.pk = Some(rows[0].get(0));
+        self.user = Some(user);
+        self.repository_metadata = tree;
+        self.files.clear();
+        Ok(self)
+    }
+
+    /// Loads node `pk`.
+    pub fn load(storage: &Storage, pk: i32) -> Result<Node, OrmError> {
+        let rows = storage.db().query("SELECT * FROM db_dbnode WHERE id = $1", params![pk])?;
+        rows.first().map(Node::from_row).ok_or(OrmError::NotFound { entity: "node", id: format!("pk {pk}") })
+    }
+
+    /// Loads the node with `uuid`.
+    pub fn load_uuid(storage: &Storage, uuid: Uuid) -> Result<Node, OrmError> {
+        let rows = storage.db().query("SELECT * FROM db_dbnode WHERE uuid = $1", params![uuid])?;
+        rows.first().map(Node::from_row).ok_or(OrmError::NotFound { entity: "node", id: format!("uuid {uuid}") })
+    }
+
+    fn from_row(row: &tokio_postgres::Row) -> Node {
+        let object = |v: Option<Value>| match v {
+            Some(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        Node {
+            pk: Some(row.get("id")),
+            uuid: row.get("uuid"),
+            node_type: row.get("node_type"),
+            process_type: row.get("process_type"),
+            label: row.get("label"),
+            description: row.get("description"),
+            ctime: row.get("ctime"),
+            mtime: row.get("mtime"),
+            attributes: object(row.get("attributes")),
+            extras: object(row.get("extras")),
+            repository_metadata: row.get("repository_metadata"),
+            computer: row.get("dbcomputer_id"),
+            user: row.get("user_id"),
+            files: BTreeMap::new(),
+        }
+    }
+}
+
+/// Puts file `path` with object `key` into a `{"o": {name: child}}` / `{"k": key}` tree.
+fn insert_file(tree: &mut Value, path: &str, key: String) {
+    let mut parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let Some(file) = parts.pop() else { return };
+    let mut dir = tree;
+    for part in parts {
+        dir = children(dir).entry(part.to_owned()).or_insert_with(|| json!({}));
+    }
+    children(dir).insert(file.to_owned(), json!({ "k": key }));
+}
+
+fn children(dir: &mut Value) -> &mut Map<String, Value> {
+    let dir = dir.as_object_mut().expect("folders are objects");
+    dir.entry("o").or_insert_with(|| json!({})).as_object_mut().expect("a folder's children are an object")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_metadata_is_aiidas_tree() {
+        let mut tree = json!({});
+        insert_file(&mut tree, "a.txt", "k1".into());
+        insert_file(&mut tree, "sub/deeper/b.txt", "k2".into());
+        assert_eq!(
+            tree,
+            json!({"o": {"a.txt": {"k": "k1"}, "sub": {"o": {"deeper": {"o": {"b.txt": {"k": "k2"}}}}}}})
+        );
+    }
+}

@@ -1,0 +1,63 @@
+use crate::storage::{Storage, StorageError, params};
+
+use super::OrmError;
+
+/// A user: the author of nodes, groups and comments, identified by email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    id: i32,
+    email: String,
+    first_name: String,
+    last_name: String,
+    institution: String,
+}
+
+impl User {
+    fn from_row(row: &tokio_postgres::Row) -> User {
+        User {
+            id: row.get("id"),
+            email: row.get("email"),
+            first_name: row.get("first_name"),
+            last_name: row.get("last_name"),
+            institution: row.get("institution"),
+        }
+    }
+
+    /// The user with `email`, created (with empty names) if there is none.
+    pub fn get_or_create(storage: &Storage, email: &str) -> Result<User, StorageError> {
+        storage.db().query(
+            "INSERT INTO db_dbuser (email, first_name, last_name, institution) VALUES ($1, '', '', '')
+             ON CONFLICT (email) DO NOTHING",
+            params![email.to_owned()],
+        )?;
+        let rows = storage.db().query("SELECT * FROM db_dbuser WHERE email = $1", params![email.to_owned()])?;
+        Ok(User::from_row(&rows[0]))
+    }
+
+    /// The profile's default user.
+    pub fn default_user(storage: &Storage) -> Result<User, OrmError> {
+        let email = storage.profile().default_user_email();
+        let email = email.ok_or_else(|| OrmError::NoDefaultUser(storage.profile().name().to_owned()))?;
+        Ok(User::get_or_create(storage, email)?)
+    }
+
+    /// All users, by id.
+    pub fn list(storage: &Storage) -> Result<Vec<User>, StorageError> {
+        Ok(storage.db().query("SELECT * FROM db_dbuser ORDER BY id", params![])?.iter().map(User::from_row).collect())
+    }
+
+    /// The database id.
+    pub fn pk(&self) -> i32 {
+        self.id
+    }
+
+    /// The email.
+    pub fn email(&self) -> &str {
+        &self.email
+    }
+
+    /// First name, last name and institution.
+    pub fn names(&self) -> (&str, &str, &str) {
+        (&self.first_name, &self.last_name, &self.institution)
+    }
+}

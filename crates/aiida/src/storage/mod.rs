@@ -1,0 +1,255 @@
+//! `core.psql_dos` storage: aiida-core's PostgreSQL schema plus a disk-objectstore repository.
+
+mod pg;
+mod repository;
+mod schema;
+
+use std::path::PathBuf;
+
+pub(crate) use pg::{Db, params};
+pub use repository::Repository;
+pub use schema::SCHEMA_HEAD;
+use serde_json::Value;
+
+use crate::config::{ConfigError, Profile, PsqlDosConfig};
+
+/// The setting that ties the database to its repository container.
+const REPOSITORY_UUID_KEY: &str = "repository|uuid";
+
+const SET_SETTING: &str = "INSERT INTO db_dbsetting (key, val, description, time) VALUES ($1, $2, $3, now())
+     ON CONFLICT (key) DO UPDATE SET val = EXCLUDED.val, time = EXCLUDED.time";
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The database could not be reached or refused us.
+    #[error("cannot connect to PostgreSQL {target}: {source}; check the profile's database settings (`verdi profile show`)")]
+    Connect {
+        /// Database, host, port and role.
+        target: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A statement failed.
+    #[error("query failed ({sql}): {source}")]
+    Query {
+        /// The statement, abbreviated.
+        sql: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The database holds no AiiDA schema.
+    #[error("the database of profile `{0}` is not initialised; run `verdi -p {0} storage migrate`")]
+    NotInitialised(String),
+    /// The database holds a schema version we do not know.
+    #[error("the database schema is at `{found}`, but this engine reads only `{SCHEMA_HEAD}` (aiida-core 2.x)")]
+    SchemaVersion {
+        /// The `alembic_version` found.
+        found: String,
+    },
+    /// The repository container is not the one the database was made with.
+    #[error("the repository at {path} (container `{found}`) does not belong to this database (it expects `{expected}`)")]
+    RepositoryMismatch {
+        /// The container.
+        path: PathBuf,
+        /// Its id.
+        found: String,
+        /// The id the database records.
+        expected: String,
+    },
+    /// The repository container is damaged.
+    #[error("the repository container at {path} is invalid: {reason}")]
+    Repository {
+        /// The file concerned.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `packs.idx` could not be created.
+    #[error("cannot create the repository's pack index: {0}")]
+    PackIndex(String),
+    /// An object is not in the repository.
+    #[error("object `{0}` is not in the repository")]
+    MissingObject(String),
+    /// A file-system error.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What we were doing.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The profile's configuration is not usable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// A profile's storage, open.
+#[derive(Debug)]
+pub struct Storage {
+    db: Db,
+    repository: Repository,
+    profile: Profile,
+}
+
+/// Counts shown by `verdi storage info`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StorageInfo {
+    /// Where the data lives (database, host, role).
+    pub database: String,
+    /// The schema revision.
+    pub schema: String,
+    /// The repository folder.
+    pub repository: PathBuf,
+    /// Its container id.
+    pub container_id: String,
+    /// Rows per entity: users, computers, nodes, links, groups, comments, logs.
+    pub counts: Vec<(String, i64)>,
+    /// Objects in the repository.
+    pub objects: u64,
+    /// Their total size in bytes.
+    pub object_bytes: u64,
+}
+
+impl Storage {
+    /// Opens the storage of `profile`: the schema must be at `main_0002` and the repository must
+    /// be the one the database was made with.
+    pub fn open(profile: &Profile) -> Result<Storage, StorageError> {
+        let storage = Storage::connect(profile)?;
+        match storage.schema_version()? {
+            None => return Err(StorageError::NotInitialised(profile.name().to_owned())),
+            Some(v) if v != SCHEMA_HEAD => return Err(StorageError::SchemaVersion { found: v }),
+            Some(_) => {}
+        }
+        storage.check_repository()?;
+        Ok(storage)
+    }
+
+    /// Opens the storage of `profile`, first creating what is missing: the schema in an empty
+    /// database, the repository container, and the profile's default user.
+    pub fn initialise(profile: &Profile) -> Result<Storage, StorageError> {
+        let storage = Storage::connect(profile)?;
+        storage.migrate()?;
+        Ok(storage)
+    }
+
+    fn connect(profile: &Profile) -> Result<Storage, StorageError> {
+        let config: PsqlDosConfig = profile.psql_dos()?;
+        let db = Db::connect(&config)?;
+        Ok(Storage { db, repository: Repository::new(&config.repository_path()), profile: profile.clone() })
+    }
+
+    /// Brings the storage to the current schema: creates it in an empty database; a database at
+    /// another revision is an error. Creates the repository and the default user when missing.
+    pub fn migrate(&self) -> Result<(), StorageError> {
+        match self.schema_version()? {
+            None => self.db.transaction(|tx| tx.batch(schema::CREATE))?,
+            Some(v) if v != SCHEMA_HEAD => return Err(StorageError::SchemaVersion { found: v }),
+            Some(_) => {}
+        }
+        if !self.repository.exists() {
+            let id = self.repository.create()?;
+            self.set_setting(REPOSITORY_UUID_KEY, Value::String(id), "Repository UUID")?;
+        }
+        self.check_repository()?;
+        self.ensure_default_user()
+    }
+
+    fn schema_version(&self) -> Result<Option<String>, StorageError> {
+        let exists = self.db.query("SELECT to_regclass('alembic_version') IS NOT NULL", params![])?;
+        if !exists[0].get::<_, bool>(0) {
+            return Ok(None);
+        }
+        let rows = self.db.query("SELECT version_num FROM alembic_version", params![])?;
+        Ok(rows.first().map(|r| r.get(0)))
+    }
+
+    fn check_repository(&self) -> Result<(), StorageError> {
+        let found = self.repository.container_id()?;
+        match self.setting(REPOSITORY_UUID_KEY)? {
+            Some(Value::String(expected)) if expected != found => {
+                Err(StorageError::RepositoryMismatch { path: self.repository.path().to_owned(), found, expected })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A value from `db_dbsetting`.
+    pub fn setting(&self, key: &str) -> Result<Option<Value>, StorageError> {
+        let rows = self.db.query("SELECT val FROM db_dbsetting WHERE key = $1", params![key.to_owned()])?;
+        Ok(rows.first().and_then(|r| r.get(0)))
+    }
+
+    /// Sets a value in `db_dbsetting`.
+    pub fn set_setting(&self, key: &str, value: Value, description: &str) -> Result<(), StorageError> {
+        self.db.query(SET_SETTING, params![key.to_owned(), value, description.to_owned()])?;
+        Ok(())
+    }
+
+    fn ensure_default_user(&self) -> Result<(), StorageError> {
+        if let Some(email) = self.profile.default_user_email() {
+            crate::orm::User::get_or_create(self, email)?;
+        }
+        Ok(())
+    }
+
+    /// Counts of everything stored.
+    pub fn info(&self) -> Result<StorageInfo, StorageError> {
+        let mut counts = Vec::new();
+        for (entity, table) in [
+            ("users", "db_dbuser"),
+            ("computers", "db_dbcomputer"),
+            ("nodes", "db_dbnode"),
+            ("links", "db_dblink"),
+            ("groups", "db_dbgroup"),
+            ("comments", "db_dbcomment"),
+            ("logs", "db_dblog"),
+        ] {
+            let n: i64 = self.db.query(&format!("SELECT count(*) FROM {table}"), params![])?[0].get(0);
+            counts.push((entity.to_owned(), n));
+        }
+        let (objects, object_bytes) = self.repository.count_and_size()?;
+        Ok(StorageInfo {
+            database: self.db.target().to_owned(),
+            schema: self.schema_version()?.unwrap_or_default(),
+            repository: self.repository.path().to_owned(),
+            container_id: self.repository.container_id()?,
+            counts,
+            objects,
+            object_bytes,
+        })
+    }
+
+    /// Empties the storage as aiida's clean does: every table but `alembic_version` and
+    /// `db_dbsetting` is emptied, the repository container is replaced by a new one (its id
+    /// recorded), and the default user is created again.
+    pub fn clean(&self) -> Result<(), StorageError> {
+        self.db.transaction(|tx| {
+            tx.batch(&format!("TRUNCATE {} RESTART IDENTITY CASCADE", schema::DATA_TABLES.join(", ")))?;
+            // Inside the transaction: if the new container cannot be made, nothing is emptied.
+            let id = self.repository.create()?;
+            tx.query(SET_SETTING, params![REPOSITORY_UUID_KEY.to_owned(), Value::String(id), "Repository UUID".to_owned()])
+        })?;
+        self.ensure_default_user()
+    }
+
+    /// The profile this storage belongs to.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// The file repository.
+    pub fn repository(&self) -> &Repository {
+        &self.repository
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+}

@@ -1,0 +1,156 @@
+//! A synchronous PostgreSQL connection over tokio-postgres.
+//!
+//! The async driver runs on one private runtime; callers wait on a plain channel, so every call
+//! works from a plain thread and from inside someone else's Tokio runtime alike.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use super::StorageError;
+use crate::config::PsqlDosConfig;
+
+/// Owned query parameters (they travel to the driver's runtime).
+pub(crate) type Params = Vec<Box<dyn ToSql + Send + Sync>>;
+
+/// Builds [`Params`] from expressions.
+macro_rules! params {
+    ($($p:expr),* $(,)?) => { vec![$(Box::new($p) as Box<dyn tokio_postgres::types::ToSql + Send + Sync>),*] };
+}
+pub(crate) use params;
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("aiida-db")
+            .enable_all()
+            .build()
+            .expect("aiida: cannot start the database runtime")
+    })
+}
+
+fn block<F>(f: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime().spawn(async move {
+        let _ = tx.send(f.await);
+    });
+    rx.recv().expect("aiida: a database task panicked")
+}
+
+/// One connection. Statements are serialised: a transaction holds the connection until it ends.
+pub(crate) struct Db {
+    client: Arc<tokio_postgres::Client>,
+    busy: Mutex<()>,
+    target: String,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("target", &self.target).finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    pub(crate) fn connect(config: &PsqlDosConfig) -> Result<Db, StorageError> {
+        let target = format!(
+            "database `{}` at {}:{} as `{}`",
+            config.database_name, config.database_hostname, config.database_port, config.database_username
+        );
+        let mut pg = tokio_postgres::Config::new();
+        pg.host(&config.database_hostname)
+            .port(config.database_port)
+            .user(&config.database_username)
+            .password(&config.database_password)
+            .dbname(&config.database_name)
+            .connect_timeout(std::time::Duration::from_secs(10));
+        let client = block(async move {
+            let (client, connection) = pg.connect(NoTls).await?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok::<_, tokio_postgres::Error>(client)
+        })
+        .map_err(|source| StorageError::Connect { target: target.clone(), source })?;
+        Ok(Db { client: Arc::new(client), busy: Mutex::new(()), target })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.busy.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs a statement; returns its rows.
+    pub(crate) fn query(&self, sql: &str, params: Params) -> Result<Vec<Row>, StorageError> {
+        let _busy = self.lock();
+        self.query_unlocked(sql, params)
+    }
+
+    fn query_unlocked(&self, sql: &str, params: Params) -> Result<Vec<Row>, StorageError> {
+        let (client, owned) = (self.client.clone(), sql.to_owned());
+        block(async move {
+            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+            client.query(&owned, &refs).await
+        })
+        .map_err(|source| StorageError::Query { sql: abbreviate(sql), source })
+    }
+
+    /// Runs one or more statements without parameters.
+    pub(crate) fn batch(&self, sql: &str) -> Result<(), StorageError> {
+        let _busy = self.lock();
+        self.batch_unlocked(sql)
+    }
+
+    fn batch_unlocked(&self, sql: &str) -> Result<(), StorageError> {
+        let (client, owned) = (self.client.clone(), sql.to_owned());
+        block(async move { client.batch_execute(&owned).await })
+            .map_err(|source| StorageError::Query { sql: abbreviate(sql), source })
+    }
+
+    /// Runs `f` in a transaction: committed when it returns `Ok`, rolled back otherwise.
+    pub(crate) fn transaction<R, E: From<StorageError>>(&self, f: impl FnOnce(&Tx<'_>) -> Result<R, E>) -> Result<R, E> {
+        let _busy = self.lock();
+        self.batch_unlocked("BEGIN")?;
+        let tx = Tx { db: self };
+        match f(&tx) {
+            Ok(value) => {
+                self.batch_unlocked("COMMIT")?;
+                Ok(value)
+            }
+            Err(e) => {
+                let _ = self.batch_unlocked("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) fn target(&self) -> &str {
+        &self.target
+    }
+}
+
+/// A transaction in progress (see [`Db::transaction`]).
+pub(crate) struct Tx<'a> {
+    db: &'a Db,
+}
+
+impl Tx<'_> {
+    pub(crate) fn query(&self, sql: &str, params: Params) -> Result<Vec<Row>, StorageError> {
+        self.db.query_unlocked(sql, params)
+    }
+
+    pub(crate) fn batch(&self, sql: &str) -> Result<(), StorageError> {
+        self.db.batch_unlocked(sql)
+    }
+}
+
+fn abbreviate(sql: &str) -> String {
+    let one_line = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.len() > 120 { format!("{}...", &one_line[..one_line.floor_char_boundary(117)]) } else { one_line }
+}
