@@ -1,1 +1,5 @@
-fn main() {}
+//! `verdi`: the AiiDA command line.
+
+fn main() -> std::process::ExitCode {
+    aiida::cli::main()
+}

@@ -119,7 +119,12 @@ impl Node {
     }
 
     /// Sets an extra; on a stored node it is written to `storage` at once.
-    pub fn set_extra(&mut self, storage: &Storage, key: impl Into<String>, value: impl Into<Value>) -> Result<(), OrmError> {
+    pub fn set_extra(
+        &mut self,
+        storage: &Storage,
+        key: impl Into<String>,
+        value: impl Into<Value>,
+    ) -> Result<(), OrmError> {
         let (key, value) = (key.into(), value.into());
         if let Some(pk) = self.pk {
             let rows = storage.db().query(
@@ -147,10 +152,10 @@ impl Node {
         }
         let mut entry = &self.repository_metadata;
         for part in path.split('/') {
-            entry = entry.get("o").and_then(|o| o.get(part)).ok_or_else(|| OrmError::NotFound {
-                entity: "file",
-                id: format!("`{path}` in node {}", self.uuid),
-            })?;
+            entry = entry
+                .get("o")
+                .and_then(|o| o.get(part))
+                .ok_or_else(|| OrmError::NotFound { entity: "file", id: format!("`{path}` in node {}", self.uuid) })?;
         }
         let key = entry.get("k").and_then(Value::as_str).ok_or_else(|| OrmError::NotFound {
             entity: "file",
@@ -280,9 +285,6 @@ mod tests {
         let mut tree = json!({});
         insert_file(&mut tree, "a.txt", "k1".into());
         insert_file(&mut tree, "sub/deeper/b.txt", "k2".into());
-        assert_eq!(
-            tree,
-            json!({"o": {"a.txt": {"k": "k1"}, "sub": {"o": {"deeper": {"o": {"b.txt": {"k": "k2"}}}}}}})
-        );
+        assert_eq!(tree, json!({"o": {"a.txt": {"k": "k1"}, "sub": {"o": {"deeper": {"o": {"b.txt": {"k": "k2"}}}}}}}));
     }
 }

@@ -46,6 +46,23 @@ impl User {
         Ok(storage.db().query("SELECT * FROM db_dbuser ORDER BY id", params![])?.iter().map(User::from_row).collect())
     }
 
+    /// Sets first name, last name and institution.
+    pub fn set_names(
+        &mut self,
+        storage: &Storage,
+        first: &str,
+        last: &str,
+        institution: &str,
+    ) -> Result<(), StorageError> {
+        storage.db().query(
+            "UPDATE db_dbuser SET first_name = $2, last_name = $3, institution = $4 WHERE id = $1",
+            params![self.id, first.to_owned(), last.to_owned(), institution.to_owned()],
+        )?;
+        (self.first_name, self.last_name, self.institution) =
+            (first.to_owned(), last.to_owned(), institution.to_owned());
+        Ok(())
+    }
+
     /// The database id.
     pub fn pk(&self) -> i32 {
         self.id

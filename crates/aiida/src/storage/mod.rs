@@ -24,7 +24,9 @@ const SET_SETTING: &str = "INSERT INTO db_dbsetting (key, val, description, time
 #[non_exhaustive]
 pub enum StorageError {
     /// The database could not be reached or refused us.
-    #[error("cannot connect to PostgreSQL {target}: {source}; check the profile's database settings (`verdi profile show`)")]
+    #[error(
+        "cannot connect to PostgreSQL {target}: {source}; check the profile's database settings (`verdi profile show`)"
+    )]
     Connect {
         /// Database, host, port and role.
         target: String,
@@ -51,7 +53,9 @@ pub enum StorageError {
         found: String,
     },
     /// The repository container is not the one the database was made with.
-    #[error("the repository at {path} (container `{found}`) does not belong to this database (it expects `{expected}`)")]
+    #[error(
+        "the repository at {path} (container `{found}`) does not belong to this database (it expects `{expected}`)"
+    )]
     RepositoryMismatch {
         /// The container.
         path: PathBuf,
@@ -88,6 +92,15 @@ pub enum StorageError {
     /// The profile's configuration is not usable.
     #[error(transparent)]
     Config(#[from] ConfigError),
+}
+
+/// Drops the database of `config` (connecting to the server's `postgres` database with the same
+/// role). The repository folder is the caller's to remove.
+pub fn drop_database(config: &PsqlDosConfig) -> Result<(), StorageError> {
+    let maintenance = PsqlDosConfig { database_name: "postgres".to_owned(), ..config.clone() };
+    let db = Db::connect(&maintenance)?;
+    let name = config.database_name.replace('"', "\"\"");
+    db.batch(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
 }
 
 /// A profile's storage, open.
@@ -234,7 +247,10 @@ impl Storage {
             tx.batch(&format!("TRUNCATE {} RESTART IDENTITY CASCADE", schema::DATA_TABLES.join(", ")))?;
             // Inside the transaction: if the new container cannot be made, nothing is emptied.
             let id = self.repository.create()?;
-            tx.query(SET_SETTING, params![REPOSITORY_UUID_KEY.to_owned(), Value::String(id), "Repository UUID".to_owned()])
+            tx.query(
+                SET_SETTING,
+                params![REPOSITORY_UUID_KEY.to_owned(), Value::String(id), "Repository UUID".to_owned()],
+            )
         })?;
         self.ensure_default_user()
     }

@@ -114,7 +114,10 @@ impl Db {
     }
 
     /// Runs `f` in a transaction: committed when it returns `Ok`, rolled back otherwise.
-    pub(crate) fn transaction<R, E: From<StorageError>>(&self, f: impl FnOnce(&Tx<'_>) -> Result<R, E>) -> Result<R, E> {
+    pub(crate) fn transaction<R, E: From<StorageError>>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<R, E>,
+    ) -> Result<R, E> {
         let _busy = self.lock();
         self.batch_unlocked("BEGIN")?;
         let tx = Tx { db: self };

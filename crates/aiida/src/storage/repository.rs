@@ -79,10 +79,10 @@ impl Repository {
             path: path.clone(),
             reason: format!("invalid config.json: {e}"),
         })?;
-        value["container_id"].as_str().map(str::to_owned).ok_or_else(|| StorageError::Repository {
-            path,
-            reason: "config.json has no container_id".to_owned(),
-        })
+        value["container_id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| StorageError::Repository { path, reason: "config.json has no container_id".to_owned() })
     }
 
     /// Stores `content`; returns its key (SHA-256, hex). Storing the same content twice is free.
@@ -143,7 +143,11 @@ mod tests {
         assert_eq!(repo.container_id().unwrap(), id);
         let key = repo.put(b"hello").unwrap();
         assert_eq!(key, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
-        assert!(tmp.path().join("container/loose/2c/f24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824").is_file());
+        assert!(
+            tmp.path()
+                .join("container/loose/2c/f24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824")
+                .is_file()
+        );
         assert_eq!(repo.put(b"hello").unwrap(), key);
         assert_eq!(repo.get(&key).unwrap(), b"hello");
         assert_eq!(repo.count_and_size().unwrap(), (1, 5));
