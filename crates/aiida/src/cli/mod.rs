@@ -98,7 +98,7 @@ enum ProfileCommand {
 enum SetupCommand {
     /// Set up a new profile using the `core.psql_dos` storage (PostgreSQL + disk-objectstore).
     #[command(name = "core.psql_dos")]
-    PsqlDos(SetupArgs),
+    PsqlDos(Box<SetupArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -206,7 +206,7 @@ pub fn run(verdi: Verdi, instance: &Instance, out: &mut dyn Write) -> Result<(),
         let _ = writeln!(out, "{text}");
     };
     match verdi.command {
-        Command::Profile(ProfileCommand::Setup(SetupCommand::PsqlDos(args))) => setup(instance, args, out)?,
+        Command::Profile(ProfileCommand::Setup(SetupCommand::PsqlDos(args))) => setup(instance, *args, out)?,
         Command::Profile(ProfileCommand::List) => {
             let config = instance.load()?;
             w(out, format!("Report: configuration folder: {}", instance.dir().display()));

@@ -155,5 +155,9 @@ impl Tx<'_> {
 
 fn abbreviate(sql: &str) -> String {
     let one_line = sql.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.len() > 120 { format!("{}...", &one_line[..one_line.floor_char_boundary(117)]) } else { one_line }
+    if one_line.chars().count() > 120 {
+        format!("{}...", one_line.chars().take(117).collect::<String>())
+    } else {
+        one_line
+    }
 }
