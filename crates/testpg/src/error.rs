@@ -83,7 +83,7 @@ pub enum Error {
     },
 
     /// A query or connection failed.
-    #[error("PostgreSQL at {target}: {source}")]
+    #[error("PostgreSQL at {target}: {}", describe(source))]
     Postgres {
         /// The server or database concerned.
         target: String,
@@ -133,5 +133,14 @@ impl Error {
     pub(crate) fn pg(target: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Error {
         let target = target.into();
         move |source| Error::Postgres { target, source }
+    }
+}
+
+/// The driver's error with the server's own message (its `Display` says only "db error").
+fn describe(error: &tokio_postgres::Error) -> String {
+    match (error.as_db_error(), std::error::Error::source(error)) {
+        (Some(db), _) => format!("{}: {}", db.severity(), db.message()),
+        (None, Some(cause)) => format!("{error}: {cause}"),
+        (None, None) => error.to_string(),
     }
 }

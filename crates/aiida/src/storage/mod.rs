@@ -25,7 +25,8 @@ const SET_SETTING: &str = "INSERT INTO db_dbsetting (key, val, description, time
 pub enum StorageError {
     /// The database could not be reached or refused us.
     #[error(
-        "cannot connect to PostgreSQL {target}: {source}; check the profile's database settings (`verdi profile show`)"
+        "cannot connect to PostgreSQL {target}: {}; check the profile's database settings (`verdi profile show`)",
+        describe(source)
     )]
     Connect {
         /// Database, host, port and role.
@@ -35,7 +36,7 @@ pub enum StorageError {
         source: tokio_postgres::Error,
     },
     /// A statement failed.
-    #[error("query failed ({sql}): {source}")]
+    #[error("query failed ({sql}): {}", describe(source))]
     Query {
         /// The statement, abbreviated.
         sql: String,
@@ -94,6 +95,17 @@ pub enum StorageError {
     Config(#[from] ConfigError),
 }
 
+/// Creates aiida's schema in the (empty) database of `config`, without a repository or users: what
+/// a template database for test profiles holds. A database at the current schema is left as it is.
+pub fn migrate_database(config: &PsqlDosConfig) -> Result<(), StorageError> {
+    let db = Db::connect(config)?;
+    let exists = db.query("SELECT to_regclass('alembic_version') IS NOT NULL", params![])?;
+    if !exists[0].get::<_, bool>(0) {
+        db.transaction(|tx| tx.batch(schema::CREATE))?;
+    }
+    Ok(())
+}
+
 /// Drops the database of `config` (connecting to the server's `postgres` database with the same
 /// role). The repository folder is the caller's to remove.
 pub fn drop_database(config: &PsqlDosConfig) -> Result<(), StorageError> {
@@ -101,6 +113,23 @@ pub fn drop_database(config: &PsqlDosConfig) -> Result<(), StorageError> {
     let db = Db::connect(&maintenance)?;
     let name = config.database_name.replace('"', "\"\"");
     db.batch(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+}
+
+/// The driver's error with the server's own message (its `Display` says only "db error").
+pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{}: {}", db.severity(), db.message());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!(" ({detail})"));
+            }
+            text
+        }
+        None => match std::error::Error::source(error) {
+            Some(cause) => format!("{error}: {cause}"),
+            None => error.to_string(),
+        },
+    }
 }
 
 /// A profile's storage, open.

@@ -1,0 +1,5 @@
+//! The engine against real PostgreSQL servers (testpg) and real `verdi` processes.
+
+mod common;
+mod storage;
+mod verdi;

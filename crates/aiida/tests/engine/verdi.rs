@@ -1,0 +1,175 @@
+use std::path::Path;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use testpg::{Binaries, Cluster, ClusterOptions, Server};
+
+use crate::common::{TestProfile, aiida_template};
+
+fn verdi(instance: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("verdi").unwrap();
+    cmd.env("AIIDA_PATH", instance).env_remove("AIIDA_PROFILE");
+    cmd
+}
+
+/// `verdi profile setup core.psql_dos` on a fresh database of the run's server.
+fn setup(instance: &Path, name: &str, extra: &[&str]) -> (testpg::TestDatabase, assert_cmd::assert::Assert) {
+    let db = Server::shared().unwrap().database(&aiida_template()).unwrap();
+    let c = db.connection().clone();
+    let port = c.port.to_string();
+    let repo = format!("file://{}/repo-{name}", instance.display());
+    let mut args = vec![
+        "profile",
+        "setup",
+        "core.psql_dos",
+        "-n",
+        "--profile-name",
+        name,
+        "--email",
+        "me@example.com",
+        "--first-name",
+        "Ada",
+        "--database-hostname",
+        &c.host,
+        "--database-port",
+        &port,
+        "--database-username",
+        &c.user,
+        "--database-name",
+        &c.dbname,
+        "--repository-uri",
+        &repo,
+    ];
+    args.extend_from_slice(extra);
+    let assert = verdi(instance).args(&args).assert();
+    (db, assert)
+}
+
+#[test]
+fn a_profile_set_up_with_verdi_is_listed_shown_and_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, assert) = setup(dir.path(), "work", &["--test-profile"]);
+    assert.success().stdout(predicate::str::contains("Success: created new profile `work`."));
+    let (_db2, assert) = setup(dir.path(), "second", &["--set-as-default"]);
+    assert.success();
+    verdi(dir.path())
+        .args(["profile", "list"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("* second\n  work\n"));
+    verdi(dir.path()).args(["-p", "work", "profile", "show"]).assert().success().stdout(
+        predicate::str::contains("\"test_profile\": true")
+            .and(predicate::str::contains("\"backend\": \"core.psql_dos\"")),
+    );
+    verdi(dir.path()).args(["profile", "set-default", "work"]).assert().success();
+    verdi(dir.path())
+        .args(["storage", "info"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("schema:       main_0002").and(predicate::str::contains("nodes:        0")));
+    verdi(dir.path()).args(["user", "list"]).assert().success().stdout(predicate::str::contains("* me@example.com"));
+    verdi(dir.path()).args(["storage", "migrate", "--force"]).assert().success();
+}
+
+#[test]
+fn nodes_stored_by_the_library_are_shown_by_verdi() {
+    let t = TestProfile::new(&aiida_template());
+    let storage = aiida::storage::Storage::initialise(&t.profile).unwrap();
+    let mut node = aiida::orm::data::int(42);
+    let pk = node.store(&storage).unwrap().pk().unwrap().to_string();
+    verdi(t.dir.path()).args(["node", "show", &pk]).assert().success().stdout(
+        predicate::str::contains("type         Int").and(predicate::str::is_match(r"(?m)^value +42$").unwrap()),
+    );
+    verdi(t.dir.path())
+        .args(["node", "attributes", &pk])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\"value\": 42"));
+    verdi(t.dir.path()).args(["node", "show", "999"]).assert().failure().stderr("Error: no node with pk 999\n");
+}
+
+#[test]
+fn bad_input_fails_with_one_line_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, assert) = setup(dir.path(), "p", &[]);
+    assert.success();
+    let config = dir.path().join(".aiida/config.json");
+    let before = std::fs::read(&config).unwrap();
+
+    // A duplicate profile name.
+    let (_db2, assert) = setup(dir.path(), "p", &[]);
+    assert.failure().stderr(predicate::str::starts_with("Error: profile `p` already exists"));
+    // An unknown profile.
+    verdi(dir.path())
+        .args(["-p", "nope", "storage", "info"])
+        .assert()
+        .failure()
+        .stderr("Error: profile `nope` does not exist\n");
+    // An unknown entry point.
+    verdi(dir.path())
+        .args(["plugin", "list", "aiida.data", "core.nope"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::starts_with("Error: entry point `core.nope` not found in group `aiida.data`"));
+    assert_eq!(std::fs::read(&config).unwrap(), before, "a failed command changed config.json");
+
+    // A corrupt config.json is reported and left alone.
+    std::fs::write(&config, b"{\"CONFIG_VERSION\": ").unwrap();
+    for args in [&["profile", "list"][..], &["profile", "set-default", "p"]] {
+        verdi(dir.path())
+            .args(args)
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains("config.json is invalid").and(predicate::str::contains("left untouched")));
+    }
+    assert_eq!(std::fs::read(&config).unwrap(), b"{\"CONFIG_VERSION\": ");
+}
+
+#[test]
+fn a_wrong_database_password_writes_no_profile() {
+    let binaries = Binaries::discover().unwrap();
+    let scratch = testpg::base_dir().join(format!("test-verdi-pw-{}", std::process::id()));
+    let cluster = Cluster::start(&binaries, &scratch, &ClusterOptions::default().with_tcp(true)).unwrap();
+    let port = cluster.tcp_connection().unwrap().port.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    verdi(dir.path())
+        .args(["profile", "setup", "core.psql_dos", "--profile-name", "x", "--email", "a@b", "--database-hostname"])
+        .args(["127.0.0.1", "--database-port", &port, "--database-username", "postgres", "--database-password"])
+        .args(["wrong", "--database-name", "postgres"])
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("password authentication failed").and(predicate::str::contains("\n").count(1)),
+        );
+    assert!(!dir.path().join(".aiida/config.json").exists(), "a profile was written for an unusable database");
+}
+
+#[test]
+fn deleting_a_profile_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, assert) = setup(dir.path(), "gone", &[]);
+    assert.success();
+    let name = db.name().to_owned();
+    assert!(dir.path().join("repo-gone/container").is_dir());
+    verdi(dir.path()).args(["profile", "delete", "gone", "--delete-data", "--force"]).assert().success();
+    assert!(!dir.path().join("repo-gone").exists());
+    let mut admin = postgres::Client::connect(&Server::shared().unwrap().admin().key_value(), postgres::NoTls).unwrap();
+    let left = admin.query("SELECT 1 FROM pg_database WHERE datname = $1", &[&name]).unwrap();
+    assert!(left.is_empty(), "the database was not dropped");
+    verdi(dir.path()).args(["profile", "list"]).assert().success().stdout(predicate::str::contains("gone").not());
+}
+
+#[test]
+fn plugin_list_shows_the_builtin_data_types() {
+    let dir = tempfile::tempdir().unwrap();
+    verdi(dir.path())
+        .args(["plugin", "list"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("* aiida.transports"));
+    verdi(dir.path())
+        .args(["plugin", "list", "aiida.data"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("* core.int").and(predicate::str::contains("* core.code.installed")));
+}
