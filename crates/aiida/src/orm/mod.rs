@@ -1,13 +1,29 @@
 //! Users, nodes and the data types, stored in aiida-core's tables.
 
+mod comment;
+mod computer;
 pub mod data;
+mod group;
+mod link;
 mod node;
+pub mod query;
 mod user;
 
+pub use comment::{Comment, Log};
+pub use computer::{AuthInfo, Computer};
+pub use group::Group;
+pub use link::{Link, LinkType, add_link};
 pub use node::Node;
+pub use query::QueryBuilder;
 pub use user::User;
 
 use crate::storage::StorageError;
+
+/// Now, to the microsecond: what PostgreSQL keeps, so that a stored entity equals its loaded self.
+pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}
 
 /// Errors of the ORM.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +49,36 @@ pub enum OrmError {
     /// The profile names no default user.
     #[error("profile `{0}` has no default user email; set one with `verdi profile setup --email`")]
     NoDefaultUser(String),
-    /// The operation needs a stored node.
-    #[error("the node is not stored yet; store it first")]
+    /// The operation needs a stored entity.
+    #[error("not stored yet; store it first")]
     NotStored,
+    /// A unique label is taken.
+    #[error("a {entity} labelled `{label}` exists already; choose another label")]
+    Duplicate {
+        /// "computer", "group".
+        entity: &'static str,
+        /// The label.
+        label: String,
+    },
+    /// A computer has not been configured for a user.
+    #[error("computer `{computer}` is not configured for user `{user}`; run `verdi computer configure`")]
+    NotConfigured {
+        /// The computer's label.
+        computer: String,
+        /// The user's email.
+        user: String,
+    },
+    /// A link that breaks aiida's rules.
+    #[error("cannot add a `{link_type}` link labelled `{label}`: {reason}")]
+    InvalidLink {
+        /// The link type.
+        link_type: &'static str,
+        /// The label.
+        label: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
+    /// A query that cannot be built.
+    #[error("invalid query: {0}")]
+    Query(String),
 }

@@ -30,7 +30,7 @@ pub struct Node {
 impl Node {
     /// A new, unstored node of `node_type` (e.g. `data.core.int.Int.`).
     pub fn new(node_type: impl Into<String>) -> Node {
-        let now = Utc::now();
+        let now = super::now();
         Node {
             pk: None,
             uuid: Uuid::new_v4(),
@@ -84,6 +84,32 @@ impl Node {
     /// The description.
     pub fn description(&self) -> &str {
         &self.description
+    }
+
+    /// Sets the description (before storing).
+    pub fn set_description(&mut self, description: impl Into<String>) -> Result<(), OrmError> {
+        self.check_mutable()?;
+        self.description = description.into();
+        Ok(())
+    }
+
+    /// Sets the process type, e.g. `aiida.calculations:core.arithmetic.add` (before storing).
+    pub fn set_process_type(&mut self, process_type: impl Into<String>) -> Result<(), OrmError> {
+        self.check_mutable()?;
+        self.process_type = Some(process_type.into());
+        Ok(())
+    }
+
+    /// Sets the computer the node belongs to (before storing).
+    pub fn set_computer(&mut self, computer: &super::Computer) -> Result<(), OrmError> {
+        self.check_mutable()?;
+        self.computer = Some(computer.pk().ok_or(OrmError::NotStored)?);
+        Ok(())
+    }
+
+    /// The pk of the node's computer, if any.
+    pub fn computer_pk(&self) -> Option<i32> {
+        self.computer
     }
 
     /// Creation time.
@@ -236,7 +262,7 @@ impl Node {
         rows.first().map(Node::from_row).ok_or(OrmError::NotFound { entity: "node", id: format!("uuid {uuid}") })
     }
 
-    fn from_row(row: &tokio_postgres::Row) -> Node {
+    pub(crate) fn from_row(row: &tokio_postgres::Row) -> Node {
         let object = |v: Option<Value>| match v {
             Some(Value::Object(map)) => map,
             _ => Map::new(),

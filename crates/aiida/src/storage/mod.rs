@@ -6,7 +6,7 @@ mod schema;
 
 use std::path::PathBuf;
 
-pub(crate) use pg::{Db, params};
+pub(crate) use pg::{Db, Params, params};
 pub use repository::Repository;
 pub use schema::SCHEMA_HEAD;
 use serde_json::Value;
@@ -129,6 +129,13 @@ pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
             Some(cause) => format!("{error}: {cause}"),
             None => error.to_string(),
         },
+    }
+}
+
+impl StorageError {
+    /// Whether a unique constraint refused the statement (e.g. a duplicate label).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StorageError::Query { source, .. } if source.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION))
     }
 }
 

@@ -1,5 +1,6 @@
 //! The engine against real PostgreSQL servers (testpg) and real `verdi` processes.
 
 mod common;
+mod orm;
 mod storage;
 mod verdi;

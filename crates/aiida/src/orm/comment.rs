@@ -1,0 +1,123 @@
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{Node, OrmError, User};
+use crate::storage::{Storage, params};
+
+/// A comment a user left on a node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comment {
+    /// The database id.
+    pub pk: i32,
+    /// The UUID.
+    pub uuid: Uuid,
+    /// The author's email.
+    pub user_email: String,
+    /// The text.
+    pub content: String,
+    /// When it was written.
+    pub ctime: DateTime<Utc>,
+}
+
+impl Comment {
+    /// Adds a comment by `user` to the stored `node`.
+    pub fn add(storage: &Storage, node: &Node, user: &User, content: &str) -> Result<Comment, OrmError> {
+        let rows = storage.db().query(
+            "INSERT INTO db_dbcomment (uuid, dbnode_id, ctime, mtime, user_id, content)
+             VALUES ($1, $2, now(), now(), $3, $4) RETURNING id, uuid, ctime",
+            params![Uuid::new_v4(), node.pk().ok_or(OrmError::NotStored)?, user.pk(), content.to_owned()],
+        )?;
+        let row = &rows[0];
+        Ok(Comment {
+            pk: row.get(0),
+            uuid: row.get(1),
+            user_email: user.email().to_owned(),
+            content: content.to_owned(),
+            ctime: row.get(2),
+        })
+    }
+
+    /// The comments on `node`, oldest first.
+    pub fn of(storage: &Storage, node: &Node) -> Result<Vec<Comment>, OrmError> {
+        let rows = storage.db().query(
+            "SELECT c.id, c.uuid, u.email, c.content, c.ctime FROM db_dbcomment c JOIN db_dbuser u ON u.id = c.user_id
+             WHERE c.dbnode_id = $1 ORDER BY c.id",
+            params![node.pk().ok_or(OrmError::NotStored)?],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| Comment { pk: r.get(0), uuid: r.get(1), user_email: r.get(2), content: r.get(3), ctime: r.get(4) })
+            .collect())
+    }
+}
+
+/// A log record attached to a node (typically a process's report).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Log {
+    /// The database id.
+    pub pk: i32,
+    /// When it was recorded.
+    pub time: DateTime<Utc>,
+    /// The logger, e.g. `aiida.calculations`.
+    pub loggername: String,
+    /// The level name, e.g. `REPORT`, `WARNING`.
+    pub levelname: String,
+    /// The message.
+    pub message: String,
+    /// Free-form metadata.
+    pub metadata: Map<String, Value>,
+}
+
+impl Log {
+    /// Records a log message for the stored `node`.
+    pub fn add(
+        storage: &Storage,
+        node: &Node,
+        loggername: &str,
+        levelname: &str,
+        message: &str,
+    ) -> Result<Log, OrmError> {
+        let rows = storage.db().query(
+            "INSERT INTO db_dblog (uuid, time, loggername, levelname, dbnode_id, message, metadata)
+             VALUES ($1, now(), $2, $3, $4, $5, '{}'::jsonb) RETURNING id, time",
+            params![
+                Uuid::new_v4(),
+                loggername.to_owned(),
+                levelname.to_owned(),
+                node.pk().ok_or(OrmError::NotStored)?,
+                message.to_owned()
+            ],
+        )?;
+        Ok(Log {
+            pk: rows[0].get(0),
+            time: rows[0].get(1),
+            loggername: loggername.to_owned(),
+            levelname: levelname.to_owned(),
+            message: message.to_owned(),
+            metadata: Map::new(),
+        })
+    }
+
+    /// The log records of `node`, oldest first.
+    pub fn of(storage: &Storage, node: &Node) -> Result<Vec<Log>, OrmError> {
+        let rows = storage.db().query(
+            "SELECT id, time, loggername, levelname, message, metadata FROM db_dblog WHERE dbnode_id = $1 ORDER BY id",
+            params![node.pk().ok_or(OrmError::NotStored)?],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| Log {
+                pk: r.get(0),
+                time: r.get(1),
+                loggername: r.get(2),
+                levelname: r.get(3),
+                message: r.get(4),
+                metadata: match r.get::<_, Value>(5) {
+                    Value::Object(m) => m,
+                    _ => Map::new(),
+                },
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,260 @@
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{OrmError, User};
+use crate::storage::{Storage, params};
+
+/// A computer: where calculation jobs run, reached through a transport, managed by a scheduler.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Computer {
+    pk: Option<i32>,
+    uuid: Uuid,
+    label: String,
+    hostname: String,
+    description: String,
+    transport_type: String,
+    scheduler_type: String,
+    metadata: Map<String, Value>,
+}
+
+/// A user's settings for a computer (the transport's parameters), made by [`Computer::configure`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthInfo {
+    pk: i32,
+    user: i32,
+    computer: i32,
+    auth_params: Map<String, Value>,
+    enabled: bool,
+}
+
+impl AuthInfo {
+    /// The transport's parameters (e.g. `safe_interval`, `use_login_shell`).
+    pub fn auth_params(&self) -> &Map<String, Value> {
+        &self.auth_params
+    }
+
+    /// Whether the computer is enabled for this user.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The user's pk.
+    pub fn user_pk(&self) -> i32 {
+        self.user
+    }
+
+    /// The computer's pk.
+    pub fn computer_pk(&self) -> i32 {
+        self.computer
+    }
+
+    /// The database id.
+    pub fn pk(&self) -> i32 {
+        self.pk
+    }
+}
+
+impl Computer {
+    /// A new, unstored computer. `transport_type` and `scheduler_type` are entry-point names
+    /// (e.g. `core.local`, `core.direct`).
+    pub fn new(
+        label: impl Into<String>,
+        hostname: impl Into<String>,
+        transport_type: impl Into<String>,
+        scheduler_type: impl Into<String>,
+    ) -> Computer {
+        Computer {
+            pk: None,
+            uuid: Uuid::new_v4(),
+            label: label.into(),
+            hostname: hostname.into(),
+            description: String::new(),
+            transport_type: transport_type.into(),
+            scheduler_type: scheduler_type.into(),
+            metadata: Map::new(),
+        }
+    }
+
+    /// Sets the description.
+    pub fn with_description(mut self, description: impl Into<String>) -> Computer {
+        self.description = description.into();
+        self
+    }
+
+    /// Sets the working folder on the computer (`{username}` is replaced by the remote user).
+    pub fn with_workdir(self, workdir: impl Into<String>) -> Computer {
+        self.with_metadata("workdir", Value::String(workdir.into()))
+    }
+
+    /// Sets the shortest interval between two scheduler polls, in seconds.
+    pub fn with_minimum_poll_interval(self, seconds: f64) -> Computer {
+        self.with_metadata("minimum_scheduler_poll_interval", seconds.into())
+    }
+
+    /// Sets a metadata entry (e.g. `mpirun_command`, `default_mpiprocs_per_machine`).
+    pub fn with_metadata(mut self, key: impl Into<String>, value: Value) -> Computer {
+        self.metadata.insert(key.into(), value);
+        self
+    }
+
+    /// The database id, once stored.
+    pub fn pk(&self) -> Option<i32> {
+        self.pk
+    }
+
+    /// The UUID.
+    pub fn uuid(&self) -> Uuid {
+        self.uuid
+    }
+
+    /// The label (unique in a profile).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The host name.
+    pub fn hostname(&self) -> &str {
+        &self.hostname
+    }
+
+    /// The description.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// The transport's entry-point name.
+    pub fn transport_type(&self) -> &str {
+        &self.transport_type
+    }
+
+    /// The scheduler's entry-point name.
+    pub fn scheduler_type(&self) -> &str {
+        &self.scheduler_type
+    }
+
+    /// The metadata.
+    pub fn metadata(&self) -> &Map<String, Value> {
+        &self.metadata
+    }
+
+    /// The working folder, if set.
+    pub fn workdir(&self) -> Option<&str> {
+        self.metadata.get("workdir").and_then(Value::as_str)
+    }
+
+    /// Stores the computer; a label already in use is an error and changes nothing.
+    pub fn store(&mut self, storage: &Storage) -> Result<&mut Computer, OrmError> {
+        if self.pk.is_some() {
+            return Ok(self);
+        }
+        let result = storage.db().query(
+            "INSERT INTO db_dbcomputer (uuid, label, hostname, description, scheduler_type, transport_type, metadata)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            params![
+                self.uuid,
+                self.label.clone(),
+                self.hostname.clone(),
+                self.description.clone(),
+                self.scheduler_type.clone(),
+                self.transport_type.clone(),
+                Value::Object(self.metadata.clone())
+            ],
+        );
+        match result {
+            Ok(rows) => self.pk = Some(rows[0].get(0)),
+            Err(e) if e.is_unique_violation() => {
+                return Err(OrmError::Duplicate { entity: "computer", label: self.label.clone() });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(self)
+    }
+
+    fn from_row(row: &tokio_postgres::Row) -> Computer {
+        let metadata = match row.get::<_, Value>("metadata") {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        Computer {
+            pk: Some(row.get("id")),
+            uuid: row.get("uuid"),
+            label: row.get("label"),
+            hostname: row.get("hostname"),
+            description: row.get("description"),
+            transport_type: row.get("transport_type"),
+            scheduler_type: row.get("scheduler_type"),
+            metadata,
+        }
+    }
+
+    /// The computer with `label`.
+    pub fn load_label(storage: &Storage, label: &str) -> Result<Computer, OrmError> {
+        let rows = storage.db().query("SELECT * FROM db_dbcomputer WHERE label = $1", params![label.to_owned()])?;
+        rows.first()
+            .map(Computer::from_row)
+            .ok_or(OrmError::NotFound { entity: "computer", id: format!("label `{label}`") })
+    }
+
+    /// The computer `pk`.
+    pub fn load(storage: &Storage, pk: i32) -> Result<Computer, OrmError> {
+        let rows = storage.db().query("SELECT * FROM db_dbcomputer WHERE id = $1", params![pk])?;
+        rows.first().map(Computer::from_row).ok_or(OrmError::NotFound { entity: "computer", id: format!("pk {pk}") })
+    }
+
+    /// All computers, by pk.
+    pub fn list(storage: &Storage) -> Result<Vec<Computer>, OrmError> {
+        Ok(storage
+            .db()
+            .query("SELECT * FROM db_dbcomputer ORDER BY id", params![])?
+            .iter()
+            .map(Computer::from_row)
+            .collect())
+    }
+
+    fn stored_pk(&self) -> Result<i32, OrmError> {
+        self.pk.ok_or(OrmError::NotStored)
+    }
+
+    /// Configures the computer for `user` with the transport's parameters (creating or replacing
+    /// the user's authinfo, enabled).
+    pub fn configure(
+        &self,
+        storage: &Storage,
+        user: &User,
+        auth_params: Map<String, Value>,
+    ) -> Result<AuthInfo, OrmError> {
+        let rows = storage.db().query(
+            "INSERT INTO db_dbauthinfo (aiidauser_id, dbcomputer_id, metadata, auth_params, enabled)
+             VALUES ($1, $2, '{}'::jsonb, $3, true)
+             ON CONFLICT (aiidauser_id, dbcomputer_id) DO UPDATE SET auth_params = EXCLUDED.auth_params, enabled = true
+             RETURNING id",
+            params![user.pk(), self.stored_pk()?, Value::Object(auth_params.clone())],
+        )?;
+        Ok(AuthInfo { pk: rows[0].get(0), user: user.pk(), computer: self.stored_pk()?, auth_params, enabled: true })
+    }
+
+    /// The authinfo of `user` for this computer.
+    pub fn authinfo(&self, storage: &Storage, user: &User) -> Result<AuthInfo, OrmError> {
+        let rows = storage.db().query(
+            "SELECT id, auth_params, enabled FROM db_dbauthinfo WHERE aiidauser_id = $1 AND dbcomputer_id = $2",
+            params![user.pk(), self.stored_pk()?],
+        )?;
+        let row = rows
+            .first()
+            .ok_or_else(|| OrmError::NotConfigured { computer: self.label.clone(), user: user.email().to_owned() })?;
+        let auth_params = match row.get::<_, Value>(1) {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        Ok(AuthInfo { pk: row.get(0), user: user.pk(), computer: self.stored_pk()?, auth_params, enabled: row.get(2) })
+    }
+
+    /// Whether `user` has configured this computer.
+    pub fn is_configured(&self, storage: &Storage, user: &User) -> Result<bool, OrmError> {
+        match self.authinfo(storage, user) {
+            Ok(_) => Ok(true),
+            Err(OrmError::NotConfigured { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}

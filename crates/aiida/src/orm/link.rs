@@ -1,0 +1,176 @@
+use super::{Node, OrmError};
+use crate::storage::{Storage, params};
+
+/// The kinds of provenance links, with aiida's `type` strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LinkType {
+    /// A calculation created a data node (its output).
+    Create,
+    /// A workflow returned a data node.
+    Return,
+    /// A data node is an input of a calculation.
+    InputCalc,
+    /// A data node is an input of a workflow.
+    InputWork,
+    /// A workflow called a calculation.
+    CallCalc,
+    /// A workflow called a workflow.
+    CallWork,
+}
+
+/// What a node is, as far as links care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Data,
+    Calculation,
+    Workflow,
+    Other,
+}
+
+fn kind(node: &Node) -> Kind {
+    let t = node.node_type();
+    if t.starts_with("data.") {
+        Kind::Data
+    } else if t.starts_with("process.calculation.") {
+        Kind::Calculation
+    } else if t.starts_with("process.workflow.") {
+        Kind::Workflow
+    } else {
+        Kind::Other
+    }
+}
+
+impl LinkType {
+    /// The `type` column's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkType::Create => "create",
+            LinkType::Return => "return",
+            LinkType::InputCalc => "input_calc",
+            LinkType::InputWork => "input_work",
+            LinkType::CallCalc => "call_calc",
+            LinkType::CallWork => "call_work",
+        }
+    }
+
+    /// The link type of a `type` value.
+    pub fn parse(s: &str) -> Option<LinkType> {
+        [
+            LinkType::Create,
+            LinkType::Return,
+            LinkType::InputCalc,
+            LinkType::InputWork,
+            LinkType::CallCalc,
+            LinkType::CallWork,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+    }
+
+    fn endpoints(self) -> (Kind, Kind) {
+        match self {
+            LinkType::Create => (Kind::Calculation, Kind::Data),
+            LinkType::Return => (Kind::Workflow, Kind::Data),
+            LinkType::InputCalc => (Kind::Data, Kind::Calculation),
+            LinkType::InputWork => (Kind::Data, Kind::Workflow),
+            LinkType::CallCalc => (Kind::Workflow, Kind::Calculation),
+            LinkType::CallWork => (Kind::Workflow, Kind::Workflow),
+        }
+    }
+}
+
+/// A link seen from one of its ends: the node at the other end, the type and the label.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    /// The node at the other end.
+    pub node: Node,
+    /// The link type.
+    pub link_type: LinkType,
+    /// The label.
+    pub label: String,
+}
+
+/// Links `source` to `target` (both stored), enforcing aiida's rules: the right kinds of node at
+/// each end; a data node has at most one creator; a process is called by at most one workflow;
+/// a process has one input per label; a process has one output (or called process) per label.
+pub fn add_link(
+    storage: &Storage,
+    source: &Node,
+    target: &Node,
+    link_type: LinkType,
+    label: &str,
+) -> Result<(), OrmError> {
+    let (src, tgt) = (source.pk().ok_or(OrmError::NotStored)?, target.pk().ok_or(OrmError::NotStored)?);
+    let invalid =
+        |reason: String| OrmError::InvalidLink { link_type: link_type.as_str(), label: label.to_owned(), reason };
+    let (want_source, want_target) = link_type.endpoints();
+    if kind(source) != want_source || kind(target) != want_target {
+        return Err(invalid(format!(
+            "it must go from a {want_source:?} node to a {want_target:?} node, not from `{}` to `{}`",
+            source.node_type(),
+            target.node_type()
+        )));
+    }
+    if label.is_empty() || !label.chars().all(|c| c.is_alphanumeric() || c == '_') {
+        return Err(invalid("a label is a non-empty identifier of letters, digits and underscores".to_owned()));
+    }
+    storage.db().transaction(|tx| {
+        let exists = |sql: &str, p| -> Result<bool, OrmError> { Ok(!tx.query(sql, p)?.is_empty()) };
+        let one_parent = matches!(link_type, LinkType::Create | LinkType::CallCalc | LinkType::CallWork);
+        let parent_types: &[&str] =
+            if link_type == LinkType::Create { &["create"] } else { &["call_calc", "call_work"] };
+        let parent_types: Vec<String> = parent_types.iter().map(|s| (*s).to_owned()).collect();
+        if one_parent
+            && exists("SELECT 1 FROM db_dblink WHERE output_id = $1 AND type = ANY($2)", params![tgt, parent_types])?
+        {
+            let what = if link_type == LinkType::Create { "creator" } else { "caller" };
+            return Err(invalid(format!("node {tgt} already has a {what}")));
+        }
+        let is_input = matches!(link_type, LinkType::InputCalc | LinkType::InputWork);
+        let (sql, pk) = if is_input {
+            ("SELECT 1 FROM db_dblink WHERE output_id = $1 AND label = $2 AND type = $3", tgt)
+        } else {
+            ("SELECT 1 FROM db_dblink WHERE input_id = $1 AND label = $2 AND type = $3", src)
+        };
+        if exists(sql, params![pk, label.to_owned(), link_type.as_str().to_owned()])? {
+            let side = if is_input {
+                format!("node {tgt} already has an input")
+            } else {
+                format!("node {src} already has an output")
+            };
+            return Err(invalid(format!("{side} labelled `{label}`")));
+        }
+        tx.query(
+            "INSERT INTO db_dblink (input_id, output_id, label, type) VALUES ($1, $2, $3, $4)",
+            params![src, tgt, label.to_owned(), link_type.as_str().to_owned()],
+        )?;
+        Ok(())
+    })
+}
+
+fn links(storage: &Storage, node: &Node, incoming: bool) -> Result<Vec<Link>, OrmError> {
+    let pk = node.pk().ok_or(OrmError::NotStored)?;
+    let (this, other) = if incoming { ("output_id", "input_id") } else { ("input_id", "output_id") };
+    let rows = storage.db().query(
+        &format!("SELECT l.type, l.label, n.id FROM db_dblink l JOIN db_dbnode n ON n.id = l.{other} WHERE l.{this} = $1 ORDER BY l.id"),
+        params![pk],
+    )?;
+    rows.iter()
+        .map(|row| {
+            let link_type = LinkType::parse(row.get(0)).unwrap_or(LinkType::Create);
+            Ok(Link { node: Node::load(storage, row.get(2))?, link_type, label: row.get(1) })
+        })
+        .collect()
+}
+
+impl Node {
+    /// The links into this node, oldest first.
+    pub fn incoming(&self, storage: &Storage) -> Result<Vec<Link>, OrmError> {
+        links(storage, self, true)
+    }
+
+    /// The links out of this node, oldest first.
+    pub fn outgoing(&self, storage: &Storage) -> Result<Vec<Link>, OrmError> {
+        links(storage, self, false)
+    }
+}
