@@ -147,8 +147,14 @@ fn queries_filter_order_count_and_follow_links() {
     assert!(ints_q.clone().attribute("value", Op::Lt, 0).first(&storage).unwrap().is_none());
 
     assert_eq!(QueryBuilder::nodes().node_type("data.", true).count(&storage).unwrap(), 6, "all data");
-    assert_eq!(QueryBuilder::nodes().column("label", Op::Like, "ha%").all(&storage).unwrap(), [float.clone()]);
-    assert_eq!(QueryBuilder::nodes().attribute("params.cutoff", Op::Ge, 40).all(&storage).unwrap(), [dict.clone()]);
+    assert_eq!(
+        QueryBuilder::nodes().column("label", Op::Like, "ha%").all(&storage).unwrap(),
+        std::slice::from_ref(&float)
+    );
+    assert_eq!(
+        QueryBuilder::nodes().attribute("params.cutoff", Op::Ge, 40).all(&storage).unwrap(),
+        std::slice::from_ref(&dict)
+    );
     assert_eq!(QueryBuilder::nodes().attribute("kind", Op::Like, "sc%").count(&storage).unwrap(), 1);
     assert_eq!(QueryBuilder::nodes().extra("tag", Op::Eq, "dft").count(&storage).unwrap(), 1);
     assert_eq!(QueryBuilder::nodes().attribute("params", Op::Exists, json!(null)).count(&storage).unwrap(), 1);
