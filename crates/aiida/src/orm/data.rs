@@ -105,3 +105,54 @@ mod tests {
         assert_eq!(list(vec![1.into()]).attribute("list"), Some(&serde_json::json!([1])));
     }
 }
+
+/// A `SinglefileData` node: one file, its name in attribute `filename`.
+pub fn singlefile(filename: &str, content: impl Into<Vec<u8>>) -> Node {
+    let mut node = SINGLEFILE.node();
+    node.set_attribute("filename", filename).expect("a new node is mutable");
+    node.put_file(filename, content).expect("a new node is mutable");
+    node
+}
+
+/// A `FolderData` node holding `files` (`/`-separated paths and their contents).
+pub fn folder<P: Into<String>, C: Into<Vec<u8>>>(files: impl IntoIterator<Item = (P, C)>) -> Node {
+    let mut node = FOLDER.node();
+    for (path, content) in files {
+        node.put_file(path, content).expect("a new node is mutable");
+    }
+    node
+}
+
+/// A `RemoteData` node: a folder `remote_path` on a stored `computer`.
+pub fn remote(computer: &super::Computer, remote_path: &str) -> Result<Node, super::OrmError> {
+    let mut node = REMOTE.node();
+    node.set_computer(computer)?;
+    node.set_attribute("remote_path", remote_path)?;
+    Ok(node)
+}
+
+/// An `InstalledCode` node: an executable already on a stored `computer`, with aiida's attributes
+/// (`filepath_executable`, `input_plugin` = the default calculation plugin, `prepend_text`,
+/// `append_text`, `use_double_quotes`, `with_mpi`, `wrap_cmdline_params`).
+pub fn installed_code(
+    computer: &super::Computer,
+    filepath_executable: &str,
+    label: &str,
+    default_calc_job_plugin: Option<&str>,
+) -> Result<Node, super::OrmError> {
+    let mut node = INSTALLED_CODE.node();
+    node.set_computer(computer)?;
+    node.set_label(label)?;
+    for (key, value) in [
+        ("filepath_executable", Value::from(filepath_executable)),
+        ("input_plugin", default_calc_job_plugin.map_or(Value::Null, Value::from)),
+        ("prepend_text", Value::from("")),
+        ("append_text", Value::from("")),
+        ("use_double_quotes", Value::Bool(false)),
+        ("with_mpi", Value::Null),
+        ("wrap_cmdline_params", Value::Bool(false)),
+    ] {
+        node.set_attribute(key, value)?;
+    }
+    Ok(node)
+}

@@ -51,11 +51,28 @@ fn computers_have_unique_labels_and_per_user_configuration() {
     let other = User::get_or_create(&storage, "other@example.com").unwrap();
     assert!(!localhost.is_configured(&storage, &other).unwrap(), "configuration is per user");
 
-    let mut remote = data::REMOTE.node();
-    remote.set_computer(&localhost).unwrap();
-    remote.set_attribute("remote_path", "/tmp/x").unwrap();
-    let remote = stored(remote, &storage);
+    let remote = stored(data::remote(&localhost, "/tmp/x").unwrap(), &storage);
     assert_eq!(Node::load(&storage, remote.pk().unwrap()).unwrap().computer_pk(), localhost.pk());
+    let code = stored(data::installed_code(&localhost, "/bin/bash", "bash", Some("core.arithmetic.add")).unwrap(), &storage);
+    let code = Node::load(&storage, code.pk().unwrap()).unwrap();
+    assert_eq!(code.node_type(), "data.core.code.installed.InstalledCode.");
+    assert_eq!(code.attribute("filepath_executable"), Some(&json!("/bin/bash")));
+    assert_eq!(code.attribute("input_plugin"), Some(&json!("core.arithmetic.add")));
+    assert_eq!(code.label(), "bash");
+}
+
+#[test]
+fn file_data_types_keep_their_files_in_the_repository() {
+    let (_t, storage) = storage();
+    let single = stored(data::singlefile("input.txt", "1 2"), &storage);
+    let single = Node::load(&storage, single.pk().unwrap()).unwrap();
+    assert_eq!(single.attribute("filename"), Some(&json!("input.txt")));
+    assert_eq!(single.file(&storage, "input.txt").unwrap(), b"1 2");
+    let folder = stored(data::folder([("a/b.txt", "b"), ("c.txt", "c")]), &storage);
+    let folder = Node::load(&storage, folder.pk().unwrap()).unwrap();
+    assert_eq!(folder.node_type(), "data.core.folder.FolderData.");
+    assert_eq!(folder.file(&storage, "a/b.txt").unwrap(), b"b");
+    assert!(matches!(folder.file(&storage, "a"), Err(OrmError::NotFound { .. })), "a folder is not a file");
 }
 
 #[test]
