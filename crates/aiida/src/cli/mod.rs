@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
 use crate::config::{ConfigError, Instance, Profile, PsqlDosConfig};
-use crate::orm::{Node, OrmError, User};
+use crate::orm::{Group, Node, OrmError, User};
 use crate::plugins::{self, PluginError};
 use crate::storage::{Storage, StorageError};
 
@@ -58,7 +58,105 @@ enum Command {
     /// Inspect, create and manage nodes.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Create, inspect and manage groups of nodes.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Inspect, create and manage data nodes (commands come from plugins: `aiida.cmdline.data`).
+    Data {
+        /// The data command (an entry point of `aiida.cmdline.data`) and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
+
+#[derive(Debug, Subcommand)]
+enum GroupCommand {
+    /// Create an empty group with a given label.
+    Create {
+        /// The label.
+        label: String,
+    },
+    /// Show a list of existing groups.
+    List,
+    /// Add nodes to a group.
+    AddNodes {
+        /// The group's label.
+        #[arg(short = 'G', long = "group")]
+        group: String,
+        /// Node pks.
+        #[arg(required = true)]
+        nodes: Vec<i32>,
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+/// A `verdi data` subcommand provided by a plugin: register it as an entry point of
+/// `aiida.cmdline.data`; it appears as `verdi data <entry point name> ...`.
+///
+/// A plugin's commands are in every binary that links the plugin crate, so a plugin ships its
+/// own `verdi` (`fn main() -> ExitCode { my_plugin::link(); aiida::cli::main() }`).
+pub struct DataCommand {
+    /// One line shown by `verdi data`.
+    pub about: &'static str,
+    /// The command's arguments (its name is set by `verdi`).
+    pub command: fn() -> clap::Command,
+    /// Runs the command.
+    pub run: fn(&clap::ArgMatches, &Context, &mut dyn Write) -> Result<(), CliError>,
+}
+
+/// What a command gets to work with: the instance and the profile chosen with `-p`.
+#[derive(Debug)]
+pub struct Context {
+    instance: Instance,
+    profile: Option<String>,
+}
+
+impl Context {
+    /// The chosen (or default) profile's storage, opened.
+    pub fn storage(&self) -> Result<Storage, CliError> {
+        let profile = self.instance.load()?.profile_or_default(self.profile.as_deref())?;
+        Ok(Storage::open(&profile)?)
+    }
+
+    /// The instance folder.
+    pub fn instance(&self) -> &Instance {
+        &self.instance
+    }
+}
+
+fn dict_command() -> clap::Command {
+    clap::Command::new("core.dict").subcommand_required(true).subcommand(
+        clap::Command::new("show")
+            .about("Show the contents of Dict nodes")
+            .arg(clap::Arg::new("pks").required(true).num_args(1..).value_parser(clap::value_parser!(i32))),
+    )
+}
+
+fn dict_run(matches: &clap::ArgMatches, context: &Context, out: &mut dyn Write) -> Result<(), CliError> {
+    let storage = context.storage()?;
+    if let Some(("show", show)) = matches.subcommand() {
+        for pk in show.get_many::<i32>("pks").into_iter().flatten() {
+            let node = Node::load(&storage, *pk)?;
+            if node.node_type() != crate::orm::data::DICT.node_type {
+                return Err(CliError::Message(format!("node {pk} is a `{}`, not a Dict", node.node_type())));
+            }
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&Value::Object(node.attributes().clone())).expect("JSON")
+            );
+        }
+    }
+    Ok(())
+}
+
+crate::entry_point!(
+    "aiida.cmdline.data",
+    "core.dict",
+    DataCommand { about: "Show the contents of Dict nodes", command: dict_command, run: dict_run }
+);
 
 #[derive(Debug, Subcommand)]
 enum ProfileCommand {
@@ -195,9 +293,21 @@ enum NodeCommand {
     },
 }
 
-/// Runs `verdi` with `args` against `instance`, writing to `out`.
+/// Parses `args` (the first is the program name) and runs them like the `verdi` binary would,
+/// in this process: commands that plugins linked into this binary registered are available.
+pub fn run_args<I, T>(args: I, instance: &Instance, out: &mut dyn Write) -> Result<(), CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let verdi = Verdi::try_parse_from(args).map_err(|e| CliError::Message(e.to_string().trim_end().to_owned()))?;
+    run(verdi, instance, out)
+}
+
+/// Runs a parsed `verdi` command against `instance`, writing to `out`.
 pub fn run(verdi: Verdi, instance: &Instance, out: &mut dyn Write) -> Result<(), CliError> {
     let profile_name = verdi.profile.as_deref();
+    let verdi_profile = verdi.profile.clone();
     let open = || -> Result<Storage, CliError> {
         let profile = instance.load()?.profile_or_default(profile_name)?;
         Ok(Storage::open(&profile)?)
@@ -287,6 +397,39 @@ pub fn run(verdi: Verdi, instance: &Instance, out: &mut dyn Write) -> Result<(),
                 }
             }
         }
+        Command::Group(GroupCommand::Create { label }) => {
+            let storage = open()?;
+            let mut group = Group::new(&label);
+            group.store(&storage)?;
+            w(out, format!("Success: Group created with PK = {} and label '{label}'.", group.pk().unwrap_or_default()));
+        }
+        Command::Group(GroupCommand::List) => {
+            let storage = open()?;
+            w(out, format!("{:<6}{:<30}{:<14}{}", "PK", "Label", "Type string", "Node count"));
+            for group in Group::list(&storage)? {
+                let count = group.node_pks(&storage)?.len();
+                w(
+                    out,
+                    format!(
+                        "{:<6}{:<30}{:<14}{count}",
+                        group.pk().unwrap_or_default(),
+                        group.label(),
+                        group.type_string()
+                    ),
+                );
+            }
+        }
+        Command::Group(GroupCommand::AddNodes { group, nodes, .. }) => {
+            let storage = open()?;
+            let group = Group::load_label(&storage, &group)?;
+            let loaded = nodes.iter().map(|pk| Node::load(&storage, *pk)).collect::<Result<Vec<_>, _>>()?;
+            group.add_nodes(&storage, &loaded.iter().collect::<Vec<_>>())?;
+            w(out, format!("Success: added {} node(s) to group `{}`", loaded.len(), group.label()));
+        }
+        Command::Data { args } => {
+            let context = Context { instance: instance.clone(), profile: verdi_profile };
+            data(&args, &context, out)?;
+        }
         Command::Node(NodeCommand::Attributes { pks }) => {
             let storage = open()?;
             for pk in pks {
@@ -297,6 +440,22 @@ pub fn run(verdi: Verdi, instance: &Instance, out: &mut dyn Write) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// `verdi data [NAME ARGS...]`: runs a plugin's data command, or lists them.
+fn data(args: &[String], context: &Context, out: &mut dyn Write) -> Result<(), CliError> {
+    let Some(name) = args.first() else {
+        let _ = writeln!(out, "Report: data commands (entry points of aiida.cmdline.data):");
+        for ep in plugins::select("aiida.cmdline.data", None) {
+            let about = ep.downcast::<DataCommand>().map(|c| c.about).unwrap_or("");
+            let _ = writeln!(out, "  {:<24}{about}", ep.name());
+        }
+        return Ok(());
+    };
+    let command = plugins::load_as::<DataCommand>(name, "aiida.cmdline.data")?;
+    let cli = (command.command)().bin_name(format!("verdi data {name}"));
+    let matches = cli.try_get_matches_from(args).map_err(|e| CliError::Message(e.to_string().trim_end().to_owned()))?;
+    (command.run)(&matches, context, out)
 }
 
 fn setup(instance: &Instance, args: SetupArgs, out: &mut dyn Write) -> Result<(), CliError> {

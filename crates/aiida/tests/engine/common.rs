@@ -43,6 +43,10 @@ impl TestProfile {
         TestProfile { db, dir, profile }
     }
 
+    pub fn instance(&self) -> Instance {
+        Instance::at(self.dir.path().join(".aiida"))
+    }
+
     pub fn repository(&self) -> PathBuf {
         self.dir.path().join("repository")
     }

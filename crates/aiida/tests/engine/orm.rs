@@ -53,7 +53,8 @@ fn computers_have_unique_labels_and_per_user_configuration() {
 
     let remote = stored(data::remote(&localhost, "/tmp/x").unwrap(), &storage);
     assert_eq!(Node::load(&storage, remote.pk().unwrap()).unwrap().computer_pk(), localhost.pk());
-    let code = stored(data::installed_code(&localhost, "/bin/bash", "bash", Some("core.arithmetic.add")).unwrap(), &storage);
+    let code =
+        stored(data::installed_code(&localhost, "/bin/bash", "bash", Some("core.arithmetic.add")).unwrap(), &storage);
     let code = Node::load(&storage, code.pk().unwrap()).unwrap();
     assert_eq!(code.node_type(), "data.core.code.installed.InstalledCode.");
     assert_eq!(code.attribute("filepath_executable"), Some(&json!("/bin/bash")));

@@ -173,3 +173,83 @@ fn plugin_list_shows_the_builtin_data_types() {
         .success()
         .stdout(predicate::str::contains("* core.int").and(predicate::str::contains("* core.code.installed")));
 }
+
+#[test]
+fn groups_from_the_command_line() {
+    let t = TestProfile::new(&aiida_template());
+    let storage = aiida::storage::Storage::initialise(&t.profile).unwrap();
+    let pks: Vec<String> =
+        (0..2).map(|v| aiida::orm::data::int(v).store(&storage).unwrap().pk().unwrap().to_string()).collect();
+    verdi(t.dir.path())
+        .args(["group", "create", "results"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("label 'results'"));
+    verdi(t.dir.path()).args(["group", "add-nodes", "-G", "results", &pks[0], &pks[1], "--force"]).assert().success();
+    verdi(t.dir.path())
+        .args(["group", "list"])
+        .assert()
+        .success()
+        .stdout(predicate::str::is_match(r"(?m)^1 +results +core +2$").unwrap());
+    verdi(t.dir.path())
+        .args(["group", "create", "results"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("exists already"));
+    verdi(t.dir.path())
+        .args(["group", "add-nodes", "-G", "nope", &pks[0]])
+        .assert()
+        .failure()
+        .stderr("Error: no group with label `nope`\n");
+}
+
+#[test]
+fn data_commands_come_from_entry_points() {
+    let t = TestProfile::new(&aiida_template());
+    let storage = aiida::storage::Storage::initialise(&t.profile).unwrap();
+    let mut dict = aiida::orm::data::dict(serde_json::from_value(serde_json::json!({"cutoff": 30})).unwrap());
+    let pk = dict.store(&storage).unwrap().pk().unwrap().to_string();
+    let int = aiida::orm::data::int(1).store(&storage).unwrap().pk().unwrap().to_string();
+    verdi(t.dir.path()).args(["data"]).assert().success().stdout(predicate::str::contains("core.dict"));
+    verdi(t.dir.path())
+        .args(["data", "core.dict", "show", &pk])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\"cutoff\": 30"));
+    verdi(t.dir.path())
+        .args(["data", "core.dict", "show", &int])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("not a Dict"));
+    verdi(t.dir.path())
+        .args(["data", "core.nope"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("entry point `core.nope` not found"));
+
+    // A plugin linked into this (test) binary adds its own command, run in-process.
+    let mut out = Vec::new();
+    aiida::cli::run_args(["verdi", "data", "test.echo", "hello"], &t.instance(), &mut out).unwrap();
+    assert_eq!(String::from_utf8(out).unwrap(), "echo: hello\n");
+    let err = aiida::cli::run_args(["verdi", "data", "test.echo"], &t.instance(), &mut Vec::new()).unwrap_err();
+    assert!(err.to_string().contains("required"), "{err}");
+}
+
+fn echo_command() -> clap::Command {
+    clap::Command::new("test.echo").arg(clap::Arg::new("word").required(true))
+}
+
+fn echo_run(
+    m: &clap::ArgMatches,
+    _: &aiida::cli::Context,
+    out: &mut dyn std::io::Write,
+) -> Result<(), aiida::cli::CliError> {
+    writeln!(out, "echo: {}", m.get_one::<String>("word").unwrap()).unwrap();
+    Ok(())
+}
+
+aiida::entry_point!(
+    "aiida.cmdline.data",
+    "test.echo",
+    aiida::cli::DataCommand { about: "repeats a word", command: echo_command, run: echo_run }
+);
