@@ -282,6 +282,31 @@ pub fn load_as<T: Any + Send + Sync>(string: &str, group: &str) -> Result<Arc<T>
     load(string, Some(group))?.downcast::<T>()
 }
 
+/// Loads a calculation plugin (`aiida.calculations`) as a `T`.
+pub fn calculation_factory<T: Any + Send + Sync>(name: &str) -> Result<Arc<T>, PluginError> {
+    load_as(name, "aiida.calculations")
+}
+
+/// Loads a parser plugin (`aiida.parsers`) as a `T`.
+pub fn parser_factory<T: Any + Send + Sync>(name: &str) -> Result<Arc<T>, PluginError> {
+    load_as(name, "aiida.parsers")
+}
+
+/// Loads a workflow plugin (`aiida.workflows`) as a `T`.
+pub fn workflow_factory<T: Any + Send + Sync>(name: &str) -> Result<Arc<T>, PluginError> {
+    load_as(name, "aiida.workflows")
+}
+
+/// Loads a scheduler plugin (`aiida.schedulers`) as a `T`.
+pub fn scheduler_factory<T: Any + Send + Sync>(name: &str) -> Result<Arc<T>, PluginError> {
+    load_as(name, "aiida.schedulers")
+}
+
+/// Loads a transport plugin (`aiida.transports`) as a `T`.
+pub fn transport_factory<T: Any + Send + Sync>(name: &str) -> Result<Arc<T>, PluginError> {
+    load_as(name, "aiida.transports")
+}
+
 /// Entry-point changes for the current thread, undone when dropped.
 ///
 /// ```
@@ -367,6 +392,18 @@ mod tests {
             assert_eq!(load_as::<Marker>(s, "aiida.data").unwrap().0, 7, "{s}");
         }
         assert_eq!(load("tests.marker", None).unwrap().full(), "aiida.data:tests.marker");
+    }
+
+    #[test]
+    fn group_factories_load_from_their_group_only() {
+        assert_eq!(parser_factory::<Marker>("tests.shared_name").unwrap().0, 1);
+        assert_eq!(calculation_factory::<Marker>("calculations:tests.shared_name").unwrap().0, 2);
+        assert!(matches!(workflow_factory::<Marker>("tests.shared_name"), Err(PluginError::Missing { .. })));
+        assert!(matches!(
+            scheduler_factory::<Marker>("parsers:tests.shared_name"),
+            Err(PluginError::WrongGroup { .. })
+        ));
+        assert!(matches!(transport_factory::<Marker>("x:y:z"), Err(PluginError::InvalidString(_))));
     }
 
     #[test]

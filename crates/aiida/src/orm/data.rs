@@ -93,19 +93,6 @@ pub fn list(values: Vec<Value>) -> Node {
     node
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn builtins_are_core_entry_points() {
-        assert_eq!(data_factory("core.int").unwrap().node_type, "data.core.int.Int.");
-        assert_eq!(data_factory("aiida.data:core.code.installed").unwrap().class, "InstalledCode");
-        assert_eq!(int(3).attribute("value"), Some(&Value::from(3)));
-        assert_eq!(list(vec![1.into()]).attribute("list"), Some(&serde_json::json!([1])));
-    }
-}
-
 /// A `SinglefileData` node: one file, its name in attribute `filename`.
 pub fn singlefile(filename: &str, content: impl Into<Vec<u8>>) -> Node {
     let mut node = SINGLEFILE.node();
@@ -155,4 +142,17 @@ pub fn installed_code(
         node.set_attribute(key, value)?;
     }
     Ok(node)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_are_core_entry_points() {
+        assert_eq!(data_factory("core.int").unwrap().node_type, "data.core.int.Int.");
+        assert_eq!(data_factory("aiida.data:core.code.installed").unwrap().class, "InstalledCode");
+        assert_eq!(int(3).attribute("value"), Some(&Value::from(3)));
+        assert_eq!(list(vec![1.into()]).attribute("list"), Some(&serde_json::json!([1])));
+    }
 }
