@@ -144,8 +144,9 @@ impl EntryPoint {
             .map_err(|_| PluginError::WrongType { entry_point: self.full(), expected: std::any::type_name::<T>() })
     }
 
+    /// Whether both are the very same plugin value (registered twice), which is no conflict.
     fn same_plugin(&self, other: &EntryPoint) -> bool {
-        Arc::ptr_eq(&self.value, &other.value) || self.source == other.source
+        Arc::ptr_eq(&self.value, &other.value)
     }
 }
 

@@ -141,6 +141,12 @@ impl Server {
         self.state.postmaster
     }
 
+    /// Runs `sql` (one or more statements) as the admin role on the maintenance database, e.g. to
+    /// create roles or databases of one's own.
+    pub fn execute(&self, sql: &str) -> Result<()> {
+        self.client()?.query(sql).map(drop)
+    }
+
     /// The process-wide connection to the maintenance database.
     pub(crate) fn client(&self) -> Result<Client> {
         let mut slot = self.admin_client.lock().unwrap_or_else(|e| e.into_inner());

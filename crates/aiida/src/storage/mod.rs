@@ -95,6 +95,15 @@ pub enum StorageError {
     Config(#[from] ConfigError),
 }
 
+/// A key naming the schema this engine creates: it changes whenever the schema does, so template
+/// databases built from it are rebuilt.
+pub fn schema_key() -> String {
+    let hash = schema::CREATE
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("aiida-core.psql_dos-{SCHEMA_HEAD}-{hash:016x}")
+}
+
 /// Creates aiida's schema in the (empty) database of `config`, without a repository or users: what
 /// a template database for test profiles holds. A database at the current schema is left as it is.
 pub fn migrate_database(config: &PsqlDosConfig) -> Result<(), StorageError> {

@@ -1,0 +1,50 @@
+//! The harness's errors.
+
+use std::path::{Path, PathBuf};
+
+/// What can go wrong while setting up a fixture. Fixtures panic with this message; the
+/// `try_*`/`create` functions return it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FixtureError {
+    /// The temporary PostgreSQL could not be provided.
+    #[error(transparent)]
+    Postgres(#[from] testpg::Error),
+    /// The instance's configuration.
+    #[error(transparent)]
+    Config(#[from] aiida::config::ConfigError),
+    /// The profile's storage.
+    #[error(transparent)]
+    Storage(#[from] aiida::storage::StorageError),
+    /// `AIIDA_TEST_PROFILE` names a profile that is not marked as a test profile.
+    #[error("specified test profile `{0}` is not a test profile.")]
+    NotATestProfile(String),
+    /// A malformed entry point for the `entry_points` fixture.
+    #[error("invalid `entry_point_string` format, should `group:name`.")]
+    EntryPointFormat,
+    /// Removing an entry point whose name exists in no group.
+    #[error("entry point `{name}` does not exist in group `{group}`.")]
+    NoEntryPoint {
+        /// The group given.
+        group: String,
+        /// The name given.
+        name: String,
+    },
+    /// A file-system error.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What we were doing.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl FixtureError {
+    pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> FixtureError {
+        FixtureError::Io { action, path: path.to_owned(), source }
+    }
+}

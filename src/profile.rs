@@ -1,0 +1,411 @@
+//! Test instances and profiles: temporary ones on the run's PostgreSQL, or the real profile named
+//! by `AIIDA_TEST_PROFILE`.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+
+use aiida::config::{Config, Instance, Profile, PsqlDosConfig};
+use aiida::storage::Storage;
+use testpg::{Server, Template, TestDatabase};
+
+use crate::error::FixtureError;
+
+/// Environment variable naming an existing test profile to run the tests on.
+pub const TEST_PROFILE_ENV: &str = "AIIDA_TEST_PROFILE";
+
+/// The default user of temporary profiles.
+pub const DEFAULT_EMAIL: &str = "test@localhost";
+
+/// The template every temporary profile's database is cloned from: aiida's schema, migrated once
+/// per run.
+pub(crate) fn aiida_template() -> Template {
+    Template::new(aiida::storage::schema_key(), |db| {
+        aiida::storage::migrate_database(&psql_dos(db, Path::new("/")))?;
+        Ok(())
+    })
+}
+
+/// `core.psql_dos` settings for a testpg database and a repository folder.
+pub(crate) fn psql_dos(db: &testpg::ConnectionInfo, repository: &Path) -> PsqlDosConfig {
+    PsqlDosConfig {
+        database_engine: "postgresql_psycopg".to_owned(),
+        database_hostname: db.host.clone(),
+        database_port: db.port,
+        database_username: db.user.clone(),
+        database_password: db.password.clone().unwrap_or_default(),
+        database_name: db.dbname.clone(),
+        repository_uri: format!("file://{}", repository.display()),
+    }
+}
+
+/// A new folder for one test's files, inside the run's folder: removed when its owner drops it,
+/// and by the run's keeper at the end of the run whatever happened.
+pub(crate) fn scratch_dir(server: &Server, what: &str) -> Result<ScratchDir, FixtureError> {
+    let parent = server.run_dir().join("aiida");
+    std::fs::create_dir_all(&parent).map_err(|e| FixtureError::io("create", &parent, e))?;
+    let path = parent.join(format!("{what}-{}", random_hex(8)));
+    std::fs::create_dir(&path).map_err(|e| FixtureError::io("create", &path, e))?;
+    Ok(ScratchDir(path))
+}
+
+/// A folder removed on drop.
+#[derive(Debug)]
+pub(crate) struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    // SAFETY: buf is valid writable memory of the given length.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), bytes, 0) };
+    assert_eq!(n, bytes as isize, "getrandom failed");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A test's instance folder (`config.json` and the profiles' files).
+///
+/// Temporary by default (removed when the last handle drops); the real instance (`AIIDA_PATH` or
+/// `~/.aiida`) when `AIIDA_TEST_PROFILE` is set.
+#[derive(Debug, Clone)]
+pub struct AiidaInstance {
+    inner: Arc<InstanceInner>,
+}
+
+#[derive(Debug)]
+struct InstanceInner {
+    instance: Instance,
+    _scratch: Option<ScratchDir>,
+}
+
+impl AiidaInstance {
+    /// A new, empty, temporary instance folder.
+    pub fn temporary() -> Result<AiidaInstance, FixtureError> {
+        let server = Server::shared()?;
+        let scratch = scratch_dir(&server, "instance")?;
+        let instance = Instance::at(scratch.path().join(".aiida"));
+        Ok(AiidaInstance { inner: Arc::new(InstanceInner { instance, _scratch: Some(scratch) }) })
+    }
+
+    fn real() -> AiidaInstance {
+        AiidaInstance { inner: Arc::new(InstanceInner { instance: Instance::from_env(), _scratch: None }) }
+    }
+
+    /// The instance.
+    pub fn instance(&self) -> &Instance {
+        &self.inner.instance
+    }
+
+    /// The folder holding `config.json`: point `AIIDA_PATH` of a `verdi` subprocess here.
+    pub fn dir(&self) -> &Path {
+        self.inner.instance.dir()
+    }
+
+    /// The configuration as it is on disk now.
+    pub fn config(&self) -> Result<Config, FixtureError> {
+        Ok(self.inner.instance.load()?)
+    }
+
+    /// Whether this is a temporary instance (not the real one of `AIIDA_TEST_PROFILE`).
+    pub fn is_temporary(&self) -> bool {
+        self.inner._scratch.is_some()
+    }
+}
+
+/// A profile for tests, with its storage open. Dereferences to [`Storage`], so it can be passed
+/// wherever the ORM wants one: `node.store(&aiida_profile)`.
+#[derive(Debug, Clone)]
+pub struct AiidaProfile {
+    inner: Arc<ProfileInner>,
+}
+
+#[derive(Debug)]
+struct ProfileInner {
+    storage: Storage,
+    instance: AiidaInstance,
+    _access: Option<Access>,
+    _database: Option<TestDatabase>,
+    _repository: Option<ScratchDir>,
+}
+
+impl Deref for AiidaProfile {
+    type Target = Storage;
+
+    fn deref(&self) -> &Storage {
+        &self.inner.storage
+    }
+}
+
+/// How to make a temporary profile ([`AiidaProfile::create`]).
+#[derive(Debug, Clone, Default)]
+pub struct ProfileOptions {
+    /// The profile's name (default: 32 random hex characters, as aiida).
+    pub name: Option<String>,
+    /// The default user's email (default `test@localhost`).
+    pub email: Option<String>,
+    /// The storage (default: a fresh database cloned from the migrated template, and a fresh
+    /// repository folder).
+    pub storage: Option<PsqlDosConfig>,
+}
+
+impl AiidaProfile {
+    /// A new test profile in `instance`: its storage initialised (schema, repository, default
+    /// user), added to `config.json` and made the default there (so `verdi` run in a subprocess
+    /// with `AIIDA_PATH` pointing at the instance finds it).
+    pub fn create(instance: &AiidaInstance, options: ProfileOptions) -> Result<AiidaProfile, FixtureError> {
+        let name = options.name.unwrap_or_else(|| random_hex(16));
+        let (storage_config, database, repository) = match options.storage {
+            Some(config) => (config, None, None),
+            None => {
+                let server = Server::shared()?;
+                let database = server.database(&aiida_template())?;
+                let repository = scratch_dir(&server, "repository")?;
+                (psql_dos(database.connection(), repository.path()), Some(database), Some(repository))
+            }
+        };
+        let email = options.email.unwrap_or_else(|| DEFAULT_EMAIL.to_owned());
+        let profile = Profile::new(&name, &storage_config, &email).with_test_profile(true);
+        let storage = Storage::initialise(&profile)?;
+        instance.instance().update(|config| {
+            config.add_profile(profile.clone())?;
+            config.set_default(&name)
+        })?;
+        Ok(AiidaProfile {
+            inner: Arc::new(ProfileInner {
+                storage,
+                instance: instance.clone(),
+                _access: None,
+                _database: database,
+                _repository: repository,
+            }),
+        })
+    }
+
+    /// The profile named by `AIIDA_TEST_PROFILE` in the real instance, checked to be a test
+    /// profile before anything is touched. With `access`, holds the profile's lock (exclusive:
+    /// until no other test, thread or process, uses it).
+    fn existing(name: &str, access: Option<bool>) -> Result<AiidaProfile, FixtureError> {
+        let instance = AiidaInstance::real();
+        let profile = instance.config()?.profile(name)?;
+        if !profile.is_test_profile() {
+            return Err(FixtureError::NotATestProfile(name.to_owned()));
+        }
+        let access = access.map(|exclusive| Access::acquire(instance.instance(), name, exclusive)).transpose()?;
+        let storage = Storage::open(&profile)?;
+        Ok(AiidaProfile {
+            inner: Arc::new(ProfileInner { storage, instance, _access: access, _database: None, _repository: None }),
+        })
+    }
+
+    /// The profile.
+    pub fn profile(&self) -> &Profile {
+        self.inner.storage.profile()
+    }
+
+    /// The profile's name.
+    pub fn name(&self) -> &str {
+        self.profile().name()
+    }
+
+    /// The open storage.
+    pub fn storage(&self) -> &Storage {
+        &self.inner.storage
+    }
+
+    /// The instance folder the profile lives in.
+    pub fn instance(&self) -> &AiidaInstance {
+        &self.inner.instance
+    }
+
+    /// Empties the profile's storage (aiida's `reset_storage`): every table but the schema
+    /// version and the settings, a new repository container, the default user again.
+    pub fn clean(&self) -> Result<(), FixtureError> {
+        Ok(self.inner.storage.clean()?)
+    }
+}
+
+thread_local! {
+    static CURRENT_INSTANCE: RefCell<Weak<InstanceInner>> = const { RefCell::new(Weak::new()) };
+    static CURRENT_PROFILE: RefCell<Weak<ProfileInner>> = const { RefCell::new(Weak::new()) };
+}
+
+/// The instance of the test running on this thread: the one its other fixtures use, or a new one.
+pub fn current_instance() -> Result<AiidaInstance, FixtureError> {
+    if let Some(inner) = CURRENT_INSTANCE.with(|c| c.borrow().upgrade()) {
+        return Ok(AiidaInstance { inner });
+    }
+    let instance = match std::env::var(TEST_PROFILE_ENV) {
+        Ok(name) if !name.is_empty() => AiidaInstance::real(),
+        _ => AiidaInstance::temporary()?,
+    };
+    CURRENT_INSTANCE.with(|c| *c.borrow_mut() = Arc::downgrade(&instance.inner));
+    Ok(instance)
+}
+
+/// The profile of the test running on this thread, and whether this call made it.
+///
+/// With `AIIDA_TEST_PROFILE` set it is that profile (`exclusive`: no other test may use it
+/// meanwhile); otherwise a new temporary profile in the test's instance.
+pub fn current_profile(exclusive: bool) -> Result<(AiidaProfile, bool), FixtureError> {
+    if let Some(inner) = CURRENT_PROFILE.with(|c| c.borrow().upgrade()) {
+        return Ok((AiidaProfile { inner }, false));
+    }
+    let profile = match std::env::var(TEST_PROFILE_ENV) {
+        Ok(name) if !name.is_empty() => AiidaProfile::existing(&name, Some(exclusive))?,
+        _ => AiidaProfile::create(&current_instance()?, ProfileOptions::default())?,
+    };
+    CURRENT_PROFILE.with(|c| *c.borrow_mut() = Arc::downgrade(&profile.inner));
+    Ok((profile, true))
+}
+
+/// A lock on a shared (`AIIDA_TEST_PROFILE`) profile, across threads and processes: tests hold it
+/// shared; cleaning tests hold it exclusively for their whole run.
+#[derive(Debug)]
+struct Access {
+    _held: File,
+}
+
+impl Access {
+    fn acquire(instance: &Instance, profile: &str, exclusive: bool) -> Result<Access, FixtureError> {
+        let dir = instance.dir().join("access");
+        std::fs::create_dir_all(&dir).map_err(|e| FixtureError::io("create", &dir, e))?;
+        let path = dir.join(format!("test-profile-{profile}.lock"));
+        let file = File::create(&path).map_err(|e| FixtureError::io("create", &path, e))?;
+        if exclusive { file.lock() } else { file.lock_shared() }.map_err(|e| FixtureError::io("lock", &path, e))?;
+        Ok(Access { _held: file })
+    }
+}
+
+/// A profile shared by a named group of tests: made (and, on a shared `AIIDA_TEST_PROFILE`,
+/// cleaned) once, handed to the group's tests one at a time.
+///
+/// Rust has no test classes; this is aiida's `aiida_profile_clean_class`. Name the group in a
+/// fixture of your own:
+///
+/// ```no_run
+/// use aiida_fixtures::prelude::*;
+///
+/// #[fixture]
+/// fn parser_tests() -> GroupProfile {
+///     GroupProfile::get("parser-tests")
+/// }
+///
+/// #[rstest]
+/// fn first(parser_tests: GroupProfile) { /* sees what earlier tests of the group stored */ }
+/// ```
+///
+/// Under `cargo nextest` each test is a process of its own, so each gets a fresh group profile.
+#[derive(Debug)]
+pub struct GroupProfile {
+    profile: AiidaProfile,
+    _access: Option<Access>,
+    _turn: Turn,
+}
+
+impl Deref for GroupProfile {
+    type Target = AiidaProfile;
+
+    fn deref(&self) -> &AiidaProfile {
+        &self.profile
+    }
+}
+
+type Groups = Mutex<Vec<(String, Arc<(Mutex<bool>, Condvar)>, Option<AiidaProfile>)>>;
+
+static GROUPS: Groups = Mutex::new(Vec::new());
+
+/// One test's turn at a group profile.
+#[derive(Debug)]
+struct Turn(Arc<(Mutex<bool>, Condvar)>);
+
+impl Turn {
+    fn take(lock: Arc<(Mutex<bool>, Condvar)>) -> Turn {
+        let (busy, freed) = &*lock;
+        let mut busy = busy.lock().unwrap_or_else(|e| e.into_inner());
+        while *busy {
+            busy = freed.wait(busy).unwrap_or_else(|e| e.into_inner());
+        }
+        *busy = true;
+        drop(busy);
+        Turn(lock)
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let (busy, freed) = &*self.0;
+        *busy.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        freed.notify_one();
+    }
+}
+
+impl GroupProfile {
+    /// The profile of group `name`, after waiting for the group's previous test to finish.
+    pub fn get(name: &str) -> GroupProfile {
+        Self::try_get(name).unwrap_or_else(|e| panic!("aiida-fixtures: {e}"))
+    }
+
+    /// Like [`GroupProfile::get`], returning the error.
+    pub fn try_get(name: &str) -> Result<GroupProfile, FixtureError> {
+        let lock = {
+            let mut groups = GROUPS.lock().unwrap_or_else(|e| e.into_inner());
+            match groups.iter().find(|(n, _, _)| n == name) {
+                Some((_, lock, _)) => lock.clone(),
+                None => {
+                    let lock = Arc::new((Mutex::new(false), Condvar::new()));
+                    groups.push((name.to_owned(), lock.clone(), None));
+                    lock
+                }
+            }
+        };
+        let turn = Turn::take(lock);
+        // Our turn: nobody else touches this group's slot until it ends. The registry's lock is
+        // not held while we wait for the profile's lock or build a profile.
+        let existing = GROUPS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .and_then(|g| g.2.clone());
+        let keep = |profile: &AiidaProfile| {
+            let mut groups = GROUPS.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(slot) = groups.iter_mut().find(|(n, _, _)| n == name) {
+                slot.2 = Some(profile.clone());
+            }
+        };
+        let shared = std::env::var(TEST_PROFILE_ENV).ok().filter(|n| !n.is_empty());
+        let (profile, access) = match (&existing, shared) {
+            (Some(profile), None) => (profile.clone(), None),
+            (Some(profile), Some(test_profile)) => {
+                let access = Access::acquire(profile.instance().instance(), &test_profile, false)?;
+                (profile.clone(), Some(access))
+            }
+            (None, None) => {
+                let profile = AiidaProfile::create(&AiidaInstance::temporary()?, ProfileOptions::default())?;
+                keep(&profile);
+                (profile, None)
+            }
+            (None, Some(test_profile)) => {
+                // Cleaned once, when the group starts, with nobody else on the profile meanwhile.
+                let profile = AiidaProfile::existing(&test_profile, None)?;
+                let access = Access::acquire(profile.instance().instance(), &test_profile, true)?;
+                profile.clean()?;
+                keep(&profile);
+                (profile, Some(access))
+            }
+        };
+        Ok(GroupProfile { profile, _access: access, _turn: turn })
+    }
+}

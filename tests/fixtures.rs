@@ -1,0 +1,225 @@
+//! The harness's fixtures, ported from aiida-core's own tests where they apply, plus isolation
+//! tests that hold under `cargo test` (threads) and `cargo nextest` (processes).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use aiida::orm::{Node, QueryBuilder, data};
+use aiida::plugins::{self, PluginError};
+use aiida_fixtures::prelude::*;
+
+fn node_count(profile: &AiidaProfile) -> i64 {
+    QueryBuilder::nodes().count(profile).unwrap()
+}
+
+// ---- Configuration and profiles (aiida-core: tests/tools/pytest_fixtures/test_configuration.py) ----
+
+#[rstest]
+fn the_config_holds_the_profile_as_default(aiida_config: AiidaInstance, aiida_profile: AiidaProfile) {
+    let config = aiida_config.config().unwrap();
+    assert!(aiida_config.dir().join("config.json").is_file());
+    assert_eq!(config.default_profile(), Some(aiida_profile.name()));
+    assert!(aiida_config.dir().starts_with(testpg::base_dir()), "the instance lives in the run's scratch space");
+    let profile = config.profile(aiida_profile.name()).unwrap();
+    assert!(profile.is_test_profile());
+    assert_eq!(profile.default_user_email(), Some("test@localhost"));
+    assert_eq!(aiida_profile.name().len(), 32, "random hex names, as aiida");
+}
+
+#[rstest]
+fn all_fixtures_of_a_test_share_its_instance_and_profile(
+    aiida_instance: AiidaInstance,
+    aiida_profile: AiidaProfile,
+    aiida_manager: AiidaManager,
+) {
+    assert_eq!(aiida_profile.instance().dir(), aiida_instance.dir());
+    assert_eq!(aiida_manager.instance().dir(), aiida_instance.dir());
+    let again = aiida_fixtures::fixtures::aiida_profile();
+    assert_eq!(again.profile().uuid(), aiida_profile.profile().uuid());
+    let loaded = aiida_manager.load_profile(Some(aiida_profile.name())).unwrap();
+    assert_eq!(loaded.profile().uuid(), aiida_profile.profile().uuid());
+}
+
+#[rstest]
+fn the_tmp_profile_is_a_new_test_profile(aiida_profile: AiidaProfile, aiida_profile_tmp: AiidaProfile) {
+    assert!(aiida_profile_tmp.profile().is_test_profile());
+    assert_ne!(aiida_profile_tmp.profile().uuid(), aiida_profile.profile().uuid());
+    assert_ne!(aiida_profile_tmp.instance().dir(), aiida_profile.instance().dir());
+}
+
+// ---- Profile factory (aiida-core: test_aiida_profile_factory*) ----
+
+#[rstest]
+fn the_profile_factory_takes_storage_name_and_email(
+    aiida_profile_factory: AiidaProfileFactory,
+    config_psql_dos: ConfigPsqlDos,
+) {
+    let storage = config_psql_dos.create().unwrap();
+    let options = ProfileOptions {
+        name: Some("custom".into()),
+        email: Some("me@example.com".into()),
+        storage: Some(storage.clone()),
+    };
+    let profile = aiida_profile_factory.create(options).unwrap();
+    assert_eq!(profile.name(), "custom");
+    assert_eq!(profile.profile().psql_dos().unwrap(), storage);
+    assert_eq!(aiida::orm::User::default_user(&profile).unwrap().email(), "me@example.com");
+    let config = aiida_profile_factory.instance().config().unwrap();
+    assert_eq!(config.default_profile(), Some("custom"), "the new profile is the default (aiida PR #6893)");
+
+    let again = ProfileOptions { name: Some("custom".into()), ..ProfileOptions::default() };
+    let err = aiida_profile_factory.create(again).unwrap_err();
+    assert!(err.to_string().starts_with("profile `custom` already exists"), "{err}");
+}
+
+#[rstest]
+fn postgres_cluster_creates_databases_with_aiidas_defaults(postgres_cluster: PostgresCluster) {
+    let db = postgres_cluster.create_database(None, None, None).unwrap();
+    assert_eq!((db.database_username.as_str(), db.database_password.as_str()), ("guest", "guest"));
+    let named = postgres_cluster
+        .create_database(Some(&format!("named_{}", std::process::id())), Some("owner_x"), Some("pw"))
+        .unwrap();
+    let info = testpg::ConnectionInfo {
+        host: named.database_hostname.clone(),
+        port: named.database_port,
+        user: named.database_username.clone(),
+        password: Some(named.database_password.clone()),
+        dbname: named.database_name.clone(),
+    };
+    let mut client = postgres::Client::connect(&info.key_value(), postgres::NoTls).unwrap();
+    let owner: String = client
+        .query_one("SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = current_database()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, "owner_x");
+}
+
+// ---- Clean semantics ----
+
+#[rstest]
+fn the_clean_fixture_empties_a_used_profile(aiida_profile: AiidaProfile) {
+    let mut node = data::int(1);
+    node.store(&aiida_profile).unwrap();
+    assert_eq!(node_count(&aiida_profile), 1);
+    let clean = aiida_profile_clean();
+    assert_eq!(clean.profile().uuid(), aiida_profile.profile().uuid(), "the same profile, cleaned");
+    assert_eq!(node_count(&clean), 0);
+    assert_eq!(aiida::orm::User::list(&clean).unwrap().len(), 1, "the default user is back");
+}
+
+// ---- Isolation: each test its own profile, whatever the runner ----
+
+fn store_and_count(profile: &AiidaProfile, label: &str) {
+    let mut node = data::string(label);
+    node.set_label(label).unwrap();
+    node.store(profile).unwrap();
+    assert_eq!(node_count(profile), 1, "another test's nodes are visible");
+    let found: Vec<Node> = QueryBuilder::nodes().all(profile).unwrap();
+    assert_eq!(found[0].label(), label);
+}
+
+#[rstest]
+fn isolation_a(aiida_profile: AiidaProfile) {
+    store_and_count(&aiida_profile, "a");
+}
+
+#[rstest]
+fn isolation_b(aiida_profile: AiidaProfile) {
+    store_and_count(&aiida_profile, "b");
+}
+
+#[rstest]
+fn isolation_c(aiida_profile_clean: AiidaProfile) {
+    store_and_count(&aiida_profile_clean, "c");
+}
+
+// ---- A profile shared by a named group (aiida's aiida_profile_clean_class) ----
+
+static GROUP_BUSY: AtomicBool = AtomicBool::new(false);
+static GROUP_PROFILE: OnceLock<String> = OnceLock::new();
+static GROUP_LABELS: Mutex<Vec<&str>> = Mutex::new(Vec::new());
+
+#[fixture]
+fn my_group() -> GroupProfile {
+    GroupProfile::get("fixture-tests")
+}
+
+fn group_test(profile: &GroupProfile, label: &'static str) {
+    assert!(!GROUP_BUSY.swap(true, Ordering::SeqCst), "two tests of the group overlapped");
+    assert_eq!(GROUP_PROFILE.get_or_init(|| profile.name().to_owned()), profile.name(), "one profile per group");
+    let mut node = data::string(label);
+    node.store(profile).unwrap();
+    let mut labels = GROUP_LABELS.lock().unwrap();
+    labels.push(label);
+    assert_eq!(node_count(profile), labels.len() as i64, "the group's earlier tests' nodes are there");
+    GROUP_BUSY.store(false, Ordering::SeqCst);
+}
+
+#[rstest]
+fn group_first(my_group: GroupProfile) {
+    group_test(&my_group, "first");
+}
+
+#[rstest]
+fn group_second(my_group: GroupProfile) {
+    group_test(&my_group, "second");
+}
+
+// ---- Entry points (aiida-core: tests/test_conftest.py, EntryPointManager) ----
+
+#[derive(Debug)]
+struct MyCalculation(&'static str);
+
+#[rstest]
+fn entry_points_can_be_added_by_string_or_name_and_group(mut entry_points: EntryPointManager) {
+    entry_points.add(MyCalculation("by string"), "aiida.calculations:test.by_string").unwrap();
+    entry_points.add_to(MyCalculation("by name"), "aiida.calculations", "test.by_name");
+    assert_eq!(plugins::calculation_factory::<MyCalculation>("test.by_string").unwrap().0, "by string");
+    assert_eq!(plugins::calculation_factory::<MyCalculation>("calculations:test.by_name").unwrap().0, "by name");
+}
+
+#[rstest]
+fn malformed_entry_point_strings_are_refused(mut entry_points: EntryPointManager) {
+    for bad in ["no_colon", "a:b:c"] {
+        let err = entry_points.add(MyCalculation("x"), bad).unwrap_err();
+        assert_eq!(err.to_string(), "invalid `entry_point_string` format, should `group:name`.");
+        let err = entry_points.remove(bad).unwrap_err();
+        assert_eq!(err.to_string(), "invalid `entry_point_string` format, should `group:name`.");
+    }
+}
+
+#[rstest]
+fn removing_entry_points(mut entry_points: EntryPointManager) {
+    let err = entry_points.remove("aiida.data:test.never_registered").unwrap_err();
+    assert_eq!(err.to_string(), "entry point `test.never_registered` does not exist in group `aiida.data`.");
+    // The name exists in another group: a silent no-op, as in aiida.
+    entry_points.remove("aiida.nonexistent:core.int").unwrap();
+    assert!(aiida::orm::data::data_factory("core.int").is_ok());
+    entry_points.remove("aiida.data:core.int").unwrap();
+    assert!(matches!(aiida::orm::data::data_factory("core.int"), Err(PluginError::Missing { .. })));
+}
+
+#[rstest]
+fn two_values_for_one_name_make_loading_fail(mut entry_points: EntryPointManager) {
+    entry_points.add(MyCalculation("one"), "aiida.calculations:test.twice").unwrap();
+    entry_points.add(MyCalculation("two"), "aiida.calculations:test.twice").unwrap();
+    let err = plugins::calculation_factory::<MyCalculation>("test.twice").unwrap_err();
+    assert!(matches!(err, PluginError::Multiple { .. }), "{err}");
+}
+
+#[rstest]
+fn entry_point_changes_end_with_the_test() {
+    {
+        let mut scoped = entry_points();
+        scoped.add(MyCalculation("gone soon"), "aiida.calculations:test.scoped").unwrap();
+        scoped.remove("aiida.data:core.int").unwrap();
+        std::thread::spawn(|| {
+            assert!(plugins::get("aiida.calculations", "test.scoped").is_err(), "visible to another test's thread");
+            assert!(plugins::get("aiida.data", "core.int").is_ok());
+        })
+        .join()
+        .unwrap();
+    }
+    assert!(plugins::get("aiida.calculations", "test.scoped").is_err());
+    assert!(plugins::get("aiida.data", "core.int").is_ok());
+}
