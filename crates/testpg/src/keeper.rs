@@ -201,8 +201,15 @@ async fn serve(state: State, owner_fd: OwnedFd, mut resource: Resource) -> Resou
     }
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
-        if let Err(e) = pool.maintain().await {
-            eprintln!("testpg keeper: maintaining the pool: {e}");
+        // Maintenance (refills clone databases one after the other) gives way to the run's end.
+        tokio::select! {
+            biased;
+            _ = owner.readable() => break,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            result = pool.maintain() => if let Err(e) = result {
+                eprintln!("testpg keeper: maintaining the pool: {e}");
+            },
         }
         let waiting = !pool.handed_back.is_empty();
         tokio::select! {

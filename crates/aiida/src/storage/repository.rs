@@ -48,15 +48,7 @@ impl Repository {
             fs::create_dir_all(&dir).map_err(io("create folder", &dir))?;
         }
         let packs_idx = self.container.join("packs.idx");
-        let sqlite = rusqlite::Connection::open(&packs_idx).map_err(|e| StorageError::PackIndex(e.to_string()))?;
-        sqlite
-            .execute_batch(
-                r#"CREATE TABLE db_object (id INTEGER NOT NULL PRIMARY KEY, hashkey VARCHAR NOT NULL,
-                   compressed BOOLEAN NOT NULL, size INTEGER NOT NULL, "offset" INTEGER NOT NULL,
-                   length INTEGER NOT NULL, pack_id INTEGER NOT NULL);
-                   CREATE UNIQUE INDEX ix_db_object_hashkey ON db_object (hashkey);"#,
-            )
-            .map_err(|e| StorageError::PackIndex(e.to_string()))?;
+        fs::write(&packs_idx, empty_pack_index()?).map_err(io("write", &packs_idx))?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let config = json!({
             "container_version": 1,
@@ -129,6 +121,37 @@ impl Repository {
         let (prefix, rest) = key.split_at(key.len().min(2));
         self.container.join("loose").join(prefix).join(rest)
     }
+}
+
+/// The bytes of an empty `packs.idx`, made by SQLite once per process (an SQLite database is one
+/// self-contained file, so every new container gets a copy).
+fn empty_pack_index() -> Result<&'static [u8], StorageError> {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    if let Some(bytes) = BYTES.get() {
+        return Ok(bytes);
+    }
+    let bytes = make_empty_pack_index()?;
+    Ok(BYTES.get_or_init(|| bytes))
+}
+
+fn make_empty_pack_index() -> Result<Vec<u8>, StorageError> {
+    let fail = |e: &dyn std::fmt::Display| StorageError::PackIndex(e.to_string());
+    let dir = std::env::temp_dir().join(format!("aiida-packs-idx-{}", uuid::Uuid::new_v4().simple()));
+    fs::create_dir_all(&dir).map_err(|e| fail(&e))?;
+    let path = dir.join("packs.idx");
+    let made = rusqlite::Connection::open(&path)
+        .and_then(|sqlite| {
+            sqlite.execute_batch(
+                r#"CREATE TABLE db_object (id INTEGER NOT NULL PRIMARY KEY, hashkey VARCHAR NOT NULL,
+                   compressed BOOLEAN NOT NULL, size INTEGER NOT NULL, "offset" INTEGER NOT NULL,
+                   length INTEGER NOT NULL, pack_id INTEGER NOT NULL);
+                   CREATE UNIQUE INDEX ix_db_object_hashkey ON db_object (hashkey);"#,
+            )
+        })
+        .map_err(|e| fail(&e))
+        .and_then(|()| fs::read(&path).map_err(|e| fail(&e)));
+    let _ = fs::remove_dir_all(&dir);
+    made
 }
 
 #[cfg(test)]
