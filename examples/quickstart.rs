@@ -1,11 +1,12 @@
-//! Quickstart: what the harness does under every test, step by step, with timings.
+//! Quickstart: what the harness does around every test, step by step, with timings.
 //!
 //! `cargo run --example quickstart`
 
 use std::time::Instant;
 
-use aiida_fixtures::testpg::{Server, Template};
-use postgres::NoTls;
+use aiida::orm::query::Op;
+use aiida::orm::{LinkType, Node, QueryBuilder, add_link, data};
+use aiida_fixtures::prelude::*;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -17,39 +18,50 @@ fn step<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 fn main() -> Result<()> {
-    println!("aiida-fixtures quickstart: a temporary PostgreSQL with a database per test\n");
-    let server = step("start (or join) this run's PostgreSQL server", || Ok(Server::shared()?))?;
-    println!("             backend {:?}, server at {}", server.backend(), server.admin());
-    let schema = Template::new("quickstart-v1", |db| {
-        let mut c = postgres::Client::connect(&db.key_value(), NoTls)?;
-        c.batch_execute("CREATE TABLE node (id serial PRIMARY KEY, label text NOT NULL, value integer)")?;
+    println!("aiida-fixtures quickstart: an isolated AiiDA instance on a temporary PostgreSQL\n");
+    let total = Instant::now();
+    let cluster = step("start (or join) this run's PostgreSQL server", || Ok(PostgresCluster::shared()?))?;
+    println!("             {:?} server at {}", cluster.server().backend(), cluster.server().admin());
+    let profile = step("create an instance folder and a test profile (schema migrated, cloned)", || {
+        Ok(AiidaProfile::create(&AiidaInstance::temporary()?, ProfileOptions::default())?)
+    })?;
+    println!("             profile `{}` in {}", profile.name(), profile.instance().dir().display());
+    let again = step("a second test's profile (clone from the warm pool)", || {
+        Ok(AiidaProfile::create(&AiidaInstance::temporary()?, ProfileOptions::default())?)
+    })?;
+
+    let sum = step("store x=1, y=2, a calculation, and its output sum=3 (with links)", || {
+        let x = data::int(1).store(&profile)?.clone();
+        let y = data::int(2).store(&profile)?.clone();
+        let mut calc = Node::new("process.calculation.calcfunction.CalcFunctionNode.");
+        calc.set_process_type("aiida.calculations:core.arithmetic.add")?;
+        calc.store(&profile)?;
+        let mut sum = data::int(3);
+        sum.put_file("result.txt", "3\n")?;
+        sum.store(&profile)?;
+        add_link(&profile, &x, &calc, LinkType::InputCalc, "x")?;
+        add_link(&profile, &y, &calc, LinkType::InputCalc, "y")?;
+        add_link(&profile, &calc, &sum, LinkType::Create, "sum")?;
+        Ok(sum)
+    })?;
+    let (big, created) = step("query: Int nodes with value > 1; what created `sum`", || {
+        let big = QueryBuilder::nodes().of_type(&data::INT).attribute("value", Op::Gt, 1).count(&profile)?;
+        let creator = QueryBuilder::nodes().incoming_of(&sum, Some(LinkType::Create)).first(&profile)?;
+        Ok((big, creator.and_then(|c| c.process_type().map(str::to_owned))))
+    })?;
+    println!("             {big} Int nodes above 1; `sum` was created by {}", created.unwrap_or_default());
+    let other = step("the second profile sees none of it", || Ok(QueryBuilder::nodes().count(&again)?))?;
+    assert_eq!(other, 0, "profiles are isolated");
+    step("clean the first profile (as aiida_profile_clean does)", || Ok(profile.clean()?))?;
+    assert_eq!(QueryBuilder::nodes().count(&profile)?, 0);
+    step("tear both profiles down (databases handed back, folders removed)", || {
+        drop((profile, again));
         Ok(())
-    });
-    let first = step("build the template, clone a database for test 1", || Ok(server.database(&schema)?))?;
-    let second = step("clone a database for test 2", || Ok(server.database(&schema)?))?;
-    let mut c1 = step("connect to test 1's database", || {
-        Ok(postgres::Client::connect(&first.connection().key_value(), NoTls)?)
     })?;
-    let mut c2 = postgres::Client::connect(&second.connection().key_value(), NoTls)?;
-    step("store three nodes in test 1's database", || {
-        for (label, value) in [("x", 1), ("y", 2), ("sum", 3)] {
-            c1.execute("INSERT INTO node (label, value) VALUES ($1, $2)", &[&label, &value])?;
-        }
-        Ok(())
-    })?;
-    let (n1, n2): (i64, i64) = step("count nodes in both databases", || {
-        Ok((
-            c1.query_one("SELECT count(*) FROM node", &[])?.get(0),
-            c2.query_one("SELECT count(*) FROM node", &[])?.get(0),
-        ))
-    })?;
-    println!("             test 1 sees {n1} nodes, test 2 sees {n2}: isolated");
-    assert_eq!((n1, n2), (3, 0));
-    drop((c1, c2));
-    step("hand both databases back (dropped in the background)", || {
-        drop((first, second));
-        Ok(())
-    })?;
-    println!("\nThe server stops and its folder ({}) goes when this process exits.", server.run_dir().display());
+    println!(
+        "\n{:.0} ms in all. The server stops, and its folder ({}) goes, when this process exits.",
+        total.elapsed().as_secs_f64() * 1e3,
+        cluster.server().run_dir().display()
+    );
     Ok(())
 }
