@@ -31,7 +31,10 @@ pub fn sequence(values: &[f64]) -> Node {
 /// The values of a `Sequence` node.
 pub fn values(node: &Node) -> Result<Vec<f64>, OrmError> {
     if node.node_type() != SEQUENCE.node_type {
-        return Err(OrmError::NotFound { entity: "Sequence", id: format!("node {:?} is a `{}`", node.pk(), node.node_type()) });
+        return Err(OrmError::NotFound {
+            entity: "Sequence",
+            id: format!("node {:?} is a `{}`", node.pk(), node.node_type()),
+        });
     }
     Ok(node.attribute("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_f64).collect())
 }
