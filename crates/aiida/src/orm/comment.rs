@@ -113,10 +113,7 @@ impl Log {
                 loggername: r.get(2),
                 levelname: r.get(3),
                 message: r.get(4),
-                metadata: match r.get::<_, Value>(5) {
-                    Value::Object(m) => m,
-                    _ => Map::new(),
-                },
+                metadata: super::object(r.get(5)),
             })
             .collect())
     }

@@ -171,10 +171,7 @@ impl Computer {
     }
 
     fn from_row(row: &tokio_postgres::Row) -> Computer {
-        let metadata = match row.get::<_, Value>("metadata") {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        };
+        let metadata = super::object(row.get("metadata"));
         Computer {
             pk: Some(row.get("id")),
             uuid: row.get("uuid"),
@@ -242,10 +239,7 @@ impl Computer {
         let row = rows
             .first()
             .ok_or_else(|| OrmError::NotConfigured { computer: self.label.clone(), user: user.email().to_owned() })?;
-        let auth_params = match row.get::<_, Value>(1) {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        };
+        let auth_params = super::object(row.get(1));
         Ok(AuthInfo { pk: row.get(0), user: user.pk(), computer: self.stored_pk()?, auth_params, enabled: row.get(2) })
     }
 

@@ -87,10 +87,7 @@ impl Group {
     }
 
     fn from_row(row: &tokio_postgres::Row) -> Group {
-        let extras = match row.get::<_, Value>("extras") {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        };
+        let extras = super::object(row.get("extras"));
         Group {
             pk: Some(row.get("id")),
             uuid: row.get("uuid"),

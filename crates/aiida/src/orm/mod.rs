@@ -19,6 +19,14 @@ pub use user::User;
 
 use crate::storage::StorageError;
 
+/// A JSON column's object (absent or non-object values read as empty).
+pub(crate) fn object(value: Option<serde_json::Value>) -> serde_json::Map<String, serde_json::Value> {
+    match value {
+        Some(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+
 /// Now, to the microsecond: what PostgreSQL keeps, so that a stored entity equals its loaded self.
 pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
     use chrono::SubsecRound;

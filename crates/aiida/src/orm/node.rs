@@ -263,10 +263,7 @@ impl Node {
     }
 
     pub(crate) fn from_row(row: &tokio_postgres::Row) -> Node {
-        let object = |v: Option<Value>| match v {
-            Some(Value::Object(map)) => map,
-            _ => Map::new(),
-        };
+        use super::object;
         Node {
             pk: Some(row.get("id")),
             uuid: row.get("uuid"),
