@@ -194,8 +194,14 @@ async fn serve(state: State, owner_fd: OwnedFd, mut resource: Resource) -> Resou
             return resource;
         }
     };
-    let mut pool =
-        Pool { client, prefix: state.prefix.clone(), size: pool_size(), version: 0, handed_back: Vec::new() };
+    let mut pool = Pool {
+        client,
+        prefix: state.prefix.clone(),
+        size: pool_size(),
+        version: 0,
+        handed_back: Vec::new(),
+        waiting_since: None,
+    };
     if let Ok(v) = pool.client.column_async("SHOW server_version_num").await {
         pool.version = v.first().and_then(|v| v.parse().ok()).unwrap_or(0);
     }
@@ -211,7 +217,12 @@ async fn serve(state: State, owner_fd: OwnedFd, mut resource: Resource) -> Resou
                 eprintln!("testpg keeper: maintaining the pool: {e}");
             },
         }
-        let waiting = !pool.handed_back.is_empty();
+        // Handed-back databases whose connections linger are looked at again soon, then less often.
+        let retry = match pool.waiting_since {
+            Some(since) if since.elapsed() > Duration::from_secs(1) => Some(Duration::from_millis(100)),
+            Some(_) => Some(Duration::from_millis(2)),
+            None => None,
+        };
         tokio::select! {
             _ = owner.readable() => break,
             _ = term.recv() => break,
@@ -232,8 +243,7 @@ async fn serve(state: State, owner_fd: OwnedFd, mut resource: Resource) -> Resou
                 eprintln!("testpg keeper: the server ended; stopping");
                 break;
             },
-            // Handed-back databases still had connections: look again soon.
-            _ = tokio::time::sleep(Duration::from_millis(2)), if waiting => {}
+            _ = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
         }
     }
     resource
@@ -263,6 +273,8 @@ struct Pool {
     size: usize,
     version: u32,
     handed_back: Vec<String>,
+    /// Since when some handed-back database has been waiting for its connections to go.
+    waiting_since: Option<std::time::Instant>,
 }
 
 impl Pool {
@@ -305,6 +317,11 @@ impl Pool {
                 }
             }
         }
+        self.waiting_since = match (self.handed_back.is_empty(), self.waiting_since) {
+            (true, _) => None,
+            (false, None) => Some(std::time::Instant::now()),
+            (false, since) => since,
+        };
         for name in &names {
             let Some(Kind::Template(hash)) = kind(&self.prefix, name) else {
                 continue;

@@ -209,7 +209,12 @@ fn attach() -> Result<Server> {
     loop {
         os::make_dir(&run_dir, 0o755, None)?;
         let lock_path = run_dir.join("lock");
-        let lock = File::create(&lock_path).map_err(Error::io("create", &lock_path))?;
+        let lock = match File::create(&lock_path) {
+            Ok(lock) => lock,
+            // A sweeper or a finishing keeper removed the fresh folder before we could lock it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("create", &lock_path)(e)),
+        };
         lock.lock().map_err(Error::io("lock", &lock_path))?;
         // The keeper removes the run folder at the end; a lock on the removed file locks nothing.
         if os::inode(&lock_path) != lock.metadata().ok().map(|m| m.ino()) {
