@@ -113,24 +113,19 @@ impl Db {
             .map_err(|source| StorageError::Query { sql: abbreviate(sql), source })
     }
 
-    /// Runs `f` in a transaction: committed when it returns `Ok`, rolled back otherwise.
+    /// Runs `f` in a transaction: committed when it returns `Ok`, rolled back otherwise (also
+    /// when it panics, so the shared connection is never left inside a transaction).
     pub(crate) fn transaction<R, E: From<StorageError>>(
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<R, E>,
     ) -> Result<R, E> {
         let _busy = self.lock();
         self.batch_unlocked("BEGIN")?;
-        let tx = Tx { db: self };
-        match f(&tx) {
-            Ok(value) => {
-                self.batch_unlocked("COMMIT")?;
-                Ok(value)
-            }
-            Err(e) => {
-                let _ = self.batch_unlocked("ROLLBACK");
-                Err(e)
-            }
-        }
+        let mut tx = Tx { db: self, open: true };
+        let value = f(&tx)?;
+        tx.open = false;
+        self.batch_unlocked("COMMIT")?;
+        Ok(value)
     }
 
     pub(crate) fn target(&self) -> &str {
@@ -138,9 +133,18 @@ impl Db {
     }
 }
 
-/// A transaction in progress (see [`Db::transaction`]).
+/// A transaction in progress (see [`Db::transaction`]); rolled back if dropped while open.
 pub(crate) struct Tx<'a> {
     db: &'a Db,
+    open: bool,
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.db.batch_unlocked("ROLLBACK");
+        }
+    }
 }
 
 impl Tx<'_> {
