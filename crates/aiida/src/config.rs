@@ -91,20 +91,24 @@ impl Instance {
     }
 
     fn resolve(aiida_path: Option<&str>, home: &Path) -> Instance {
-        let entries: Vec<PathBuf> =
-            aiida_path.unwrap_or_default().split(':').filter(|e| !e.is_empty()).map(PathBuf::from).collect();
-        for entry in &entries {
-            if entry.file_name().is_some_and(|n| n == ".aiida") && entry.is_dir() {
-                return Instance { dir: entry.clone() };
+        let expand = |entry: &str| match entry.strip_prefix('~') {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => home.join(rest.trim_start_matches('/')),
+            _ => PathBuf::from(entry),
+        };
+        // As aiida-core: `.aiida` is appended unless the entry already ends with it; the first
+        // entry whose folder exists wins, else the last one.
+        let mut candidate = None;
+        for entry in aiida_path.unwrap_or_default().split(':').filter(|e| !e.is_empty()) {
+            let mut dir = expand(entry);
+            if dir.file_name().is_none_or(|n| n != ".aiida") {
+                dir = dir.join(".aiida");
             }
-            if entry.join(".aiida").is_dir() {
-                return Instance { dir: entry.join(".aiida") };
+            if dir.is_dir() {
+                return Instance { dir };
             }
+            candidate = Some(dir);
         }
-        match entries.last() {
-            Some(last) => Instance { dir: last.join(".aiida") },
-            None => Instance { dir: home.join(".aiida") },
-        }
+        Instance { dir: candidate.unwrap_or_else(|| home.join(".aiida")) }
     }
 
     /// The instance in folder `dir` (the folder that holds `config.json`).
@@ -485,6 +489,9 @@ mod tests {
         let none = format!("{}:{}", a.display(), tmp.path().join("c").display());
         assert_eq!(Instance::resolve(Some(&none), tmp.path()).dir(), tmp.path().join("c/.aiida"), "else the last");
         assert_eq!(Instance::resolve(None, Path::new("/home/u")).dir(), Path::new("/home/u/.aiida"));
+        let named = tmp.path().join("d/.aiida");
+        assert_eq!(Instance::resolve(Some(&named.display().to_string()), tmp.path()).dir(), named, "no second .aiida");
+        assert_eq!(Instance::resolve(Some("~/x"), Path::new("/home/u")).dir(), Path::new("/home/u/x/.aiida"));
     }
 
     #[test]

@@ -334,7 +334,13 @@ pub fn run(verdi: Verdi, instance: &Instance, out: &mut dyn Write) -> Result<(),
             instance.update(|c| c.set_default(&name))?;
             w(out, format!("Success: {name} set as default profile"));
         }
-        Command::Profile(ProfileCommand::Delete { names, delete_data, .. }) => {
+        Command::Profile(ProfileCommand::Delete { names, delete_data, force, .. }) => {
+            if delete_data && !force {
+                return Err(CliError::Message(format!(
+                    "--delete-data drops the database and repository of {}: add --force to confirm",
+                    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                )));
+            }
             for name in names {
                 let profile = instance.load()?.profile(&name)?;
                 if delete_data {

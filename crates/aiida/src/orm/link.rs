@@ -92,7 +92,7 @@ pub struct Link {
 
 /// Links `source` to `target` (both stored), enforcing aiida's rules: the right kinds of node at
 /// each end; a data node has at most one creator; a process is called by at most one workflow;
-/// a process has one input per label; a process has one output (or called process) per label.
+/// a process has one input per label and one created or returned output per label; no link twice.
 pub fn add_link(
     storage: &Storage,
     source: &Node,
@@ -126,19 +126,25 @@ pub fn add_link(
             let what = if link_type == LinkType::Create { "creator" } else { "caller" };
             return Err(invalid(format!("node {tgt} already has a {what}")));
         }
-        let is_input = matches!(link_type, LinkType::InputCalc | LinkType::InputWork);
-        let (sql, pk) = if is_input {
-            ("SELECT 1 FROM db_dblink WHERE output_id = $1 AND label = $2 AND type = $3", tgt)
-        } else {
-            ("SELECT 1 FROM db_dblink WHERE input_id = $1 AND label = $2 AND type = $3", src)
+        // aiida's degree rules: a process has one input per label; a process has one output
+        // (create/return) per label; no link may exist twice.
+        let unique_label = match link_type {
+            LinkType::InputCalc | LinkType::InputWork => {
+                Some(("SELECT 1 FROM db_dblink WHERE output_id = $1 AND label = $2 AND type = $3", tgt, "input"))
+            }
+            LinkType::Create | LinkType::Return => {
+                Some(("SELECT 1 FROM db_dblink WHERE input_id = $1 AND label = $2 AND type = $3", src, "output"))
+            }
+            LinkType::CallCalc | LinkType::CallWork => None,
         };
-        if exists(sql, params![pk, label.to_owned(), link_type.as_str().to_owned()])? {
-            let side = if is_input {
-                format!("node {tgt} already has an input")
-            } else {
-                format!("node {src} already has an output")
-            };
-            return Err(invalid(format!("{side} labelled `{label}`")));
+        if let Some((sql, pk, what)) = unique_label
+            && exists(sql, params![pk, label.to_owned(), link_type.as_str().to_owned()])?
+        {
+            return Err(invalid(format!("node {pk} already has an {what} labelled `{label}`")));
+        }
+        let duplicate = "SELECT 1 FROM db_dblink WHERE input_id = $1 AND output_id = $2 AND label = $3 AND type = $4";
+        if exists(duplicate, params![src, tgt, label.to_owned(), link_type.as_str().to_owned()])? {
+            return Err(invalid("this link exists already".to_owned()));
         }
         tx.query(
             "INSERT INTO db_dblink (input_id, output_id, label, type) VALUES ($1, $2, $3, $4)",

@@ -170,6 +170,17 @@ impl QueryBuilder {
                 let items = value.as_array().cloned().unwrap_or_default();
                 (format!("n.{field} #> $? = ANY($?)"), vec![Param::TextArray(path), Param::JsonArray(items)])
             }
+            // jsonb orders values of different types too (a bool "exceeds" any number): compare
+            // only values of the filter value's type, as aiida does.
+            Op::Gt | Op::Ge | Op::Lt | Op::Le => (
+                format!("n.{field} #> $? {} $? AND jsonb_typeof(n.{field} #> $?) = jsonb_typeof($?)", op.sql()),
+                vec![
+                    Param::TextArray(path.clone()),
+                    Param::Json(value.clone()),
+                    Param::TextArray(path),
+                    Param::Json(value),
+                ],
+            ),
             _ => (format!("n.{field} #> $? {} $?", op.sql()), vec![Param::TextArray(path), Param::Json(value)]),
         };
         self.wheres.push(clause);

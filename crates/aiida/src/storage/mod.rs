@@ -65,6 +65,17 @@ pub enum StorageError {
         /// The id the database records.
         expected: String,
     },
+    /// The repository container the database expects is not there.
+    #[error(
+        "the repository container at {path} is missing, but the database expects container `{expected}`; \
+         restore it or fix the profile's repository_uri"
+    )]
+    RepositoryMissing {
+        /// Where it should be.
+        path: PathBuf,
+        /// The id the database records.
+        expected: String,
+    },
     /// The repository container is damaged.
     #[error("the repository container at {path} is invalid: {reason}")]
     Repository {
@@ -212,6 +223,10 @@ impl Storage {
             Some(_) => {}
         }
         if !self.repository.exists() {
+            // A database that already names its container must not be cut off from it.
+            if let Some(Value::String(expected)) = self.setting(REPOSITORY_UUID_KEY)? {
+                return Err(StorageError::RepositoryMissing { path: self.repository.path().to_owned(), expected });
+            }
             let id = self.repository.create()?;
             self.set_setting(REPOSITORY_UUID_KEY, Value::String(id), "Repository UUID")?;
         }
@@ -229,8 +244,14 @@ impl Storage {
     }
 
     fn check_repository(&self) -> Result<(), StorageError> {
+        let expected = self.setting(REPOSITORY_UUID_KEY)?;
+        if !self.repository.exists() {
+            let expected =
+                expected.and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| "(none recorded)".into());
+            return Err(StorageError::RepositoryMissing { path: self.repository.path().to_owned(), expected });
+        }
         let found = self.repository.container_id()?;
-        match self.setting(REPOSITORY_UUID_KEY)? {
+        match expected {
             Some(Value::String(expected)) if expected != found => {
                 Err(StorageError::RepositoryMismatch { path: self.repository.path().to_owned(), found, expected })
             }
@@ -294,15 +315,18 @@ impl Storage {
             .iter()
             .map(|t| format!("DELETE FROM {t}; SELECT setval(pg_get_serial_sequence('{t}', 'id'), 1, false);"))
             .collect();
+        // The new container is built first and put in place only after the database committed:
+        // a failure on either side leaves the other as it was.
+        let staged = self.repository.stage()?;
+        let id = staged.id.clone();
         self.db.transaction(|tx| {
             tx.batch(&delete)?;
-            // Inside the transaction: if the new container cannot be made, nothing is emptied.
-            let id = self.repository.create()?;
             tx.query(
                 SET_SETTING,
                 params![REPOSITORY_UUID_KEY.to_owned(), Value::String(id), "Repository UUID".to_owned()],
             )
         })?;
+        self.repository.replace_with(staged)?;
         self.ensure_default_user()
     }
 

@@ -11,6 +11,20 @@ use sha2::{Digest, Sha256};
 
 use super::StorageError;
 
+/// A new container built beside the current one (see [`Repository::stage`]); removed if dropped
+/// without being put in place.
+#[derive(Debug)]
+pub(crate) struct Staged {
+    path: PathBuf,
+    pub(crate) id: String,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
 /// A disk-objectstore container.
 #[derive(Debug, Clone)]
 pub struct Repository {
@@ -40,14 +54,44 @@ impl Repository {
 
     /// Creates an empty container with a new id, replacing any container there; returns the id.
     pub fn create(&self) -> Result<String, StorageError> {
-        if self.container.exists() {
-            fs::remove_dir_all(&self.container).map_err(io("remove", &self.container))?;
+        let staged = self.stage()?;
+        let id = staged.id.clone();
+        self.replace_with(staged)?;
+        Ok(id)
+    }
+
+    /// Builds a new, empty container beside the current one, to be put in its place with
+    /// [`Repository::replace_with`] once the database agrees.
+    pub(crate) fn stage(&self) -> Result<Staged, StorageError> {
+        let parent = self.container.parent().expect("a container lives in a repository folder");
+        let path = parent.join(format!(".container-new-{}", uuid::Uuid::new_v4().simple()));
+        match Self::build(&path) {
+            Ok(id) => Ok(Staged { path, id }),
+            Err(e) => {
+                let _ = fs::remove_dir_all(&path);
+                Err(e)
+            }
         }
+    }
+
+    /// Puts a staged container in place of the current one (which is removed).
+    pub(crate) fn replace_with(&self, staged: Staged) -> Result<(), StorageError> {
+        if self.container.exists() {
+            let old = self.container.with_file_name(format!(".container-old-{}", uuid::Uuid::new_v4().simple()));
+            fs::rename(&self.container, &old).map_err(io("move away", &self.container))?;
+            fs::rename(&staged.path, &self.container).map_err(io("move into place", &staged.path))?;
+            fs::remove_dir_all(&old).map_err(io("remove", &old))
+        } else {
+            fs::rename(&staged.path, &self.container).map_err(io("move into place", &staged.path))
+        }
+    }
+
+    fn build(container: &Path) -> Result<String, StorageError> {
         for sub in ["loose", "packs", "duplicates", "sandbox"] {
-            let dir = self.container.join(sub);
+            let dir = container.join(sub);
             fs::create_dir_all(&dir).map_err(io("create folder", &dir))?;
         }
-        let packs_idx = self.container.join("packs.idx");
+        let packs_idx = container.join("packs.idx");
         fs::write(&packs_idx, empty_pack_index()?).map_err(io("write", &packs_idx))?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let config = json!({
@@ -58,7 +102,7 @@ impl Repository {
             "container_id": id,
             "compression_algorithm": "zlib+1",
         });
-        let path = self.container.join("config.json");
+        let path = container.join("config.json");
         fs::write(&path, serde_json::to_vec(&config).expect("JSON")).map_err(io("write", &path))?;
         Ok(id)
     }

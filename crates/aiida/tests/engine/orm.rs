@@ -113,6 +113,19 @@ fn links_follow_aiidas_rules() {
     assert!(rule(add_link(&storage, &extra, &calc, LinkType::InputCalc, "bad label")).contains("identifier"));
     assert!(matches!(add_link(&storage, &data::int(1), &calc, LinkType::InputCalc, "u"), Err(OrmError::NotStored)));
     assert_eq!(calc.incoming(&storage).unwrap().len(), 2, "refused links changed nothing");
+    assert!(rule(add_link(&storage, &x, &calc, LinkType::InputCalc, "x")).contains("already has an input"));
+
+    // A workflow may call several processes under one label (aiida's default `CALL`), but not
+    // the same one twice, and a process has one caller.
+    let workflow = stored(Node::new("process.workflow.workchain.WorkChainNode."), &storage);
+    let (first, second) = (stored(calculation(), &storage), stored(calculation(), &storage));
+    add_link(&storage, &workflow, &first, LinkType::CallCalc, "CALL").unwrap();
+    add_link(&storage, &workflow, &second, LinkType::CallCalc, "CALL").unwrap();
+    assert!(rule(add_link(&storage, &workflow, &first, LinkType::CallCalc, "CALL")).contains("already has a caller"));
+    let other_workflow = stored(Node::new("process.workflow.workchain.WorkChainNode."), &storage);
+    assert!(
+        rule(add_link(&storage, &other_workflow, &second, LinkType::CallCalc, "CALL")).contains("already has a caller")
+    );
 }
 
 #[test]
@@ -174,6 +187,9 @@ fn queries_filter_order_count_and_follow_links() {
         std::slice::from_ref(&dict)
     );
     assert_eq!(QueryBuilder::nodes().attribute("kind", Op::Like, "sc%").count(&storage).unwrap(), 1);
+    // Ordered comparisons match values of the same JSON type only (jsonb ranks a bool above any number).
+    data::boolean(true).store(&storage).unwrap();
+    assert_eq!(values(QueryBuilder::nodes().attribute("value", Op::Gt, 10).all(&storage).unwrap()), [12, 30]);
     assert_eq!(QueryBuilder::nodes().extra("tag", Op::Eq, "dft").count(&storage).unwrap(), 1);
     assert_eq!(QueryBuilder::nodes().attribute("params", Op::Exists, json!(null)).count(&storage).unwrap(), 1);
 

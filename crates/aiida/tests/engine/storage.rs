@@ -88,6 +88,15 @@ fn storage_problems_are_reported_clearly() {
     assert!(matches!(Storage::open(&t.profile), Err(StorageError::SchemaVersion { found }) if found == "main_0003"));
     admin.batch_execute("UPDATE alembic_version SET version_num = 'main_0002'").unwrap();
 
+    // A missing repository is reported, and migrating does not replace it by an empty one.
+    std::fs::rename(t.repository().join("container"), t.repository().join("moved")).unwrap();
+    assert!(matches!(Storage::open(&t.profile), Err(StorageError::RepositoryMissing { .. })));
+    let err = Storage::initialise(&t.profile).unwrap_err();
+    assert!(err.to_string().contains("is missing, but the database expects container"), "{err}");
+    assert!(!t.repository().join("container").exists());
+    std::fs::rename(t.repository().join("moved"), t.repository().join("container")).unwrap();
+    Storage::open(&t.profile).unwrap();
+
     // A repository that is not this database's.
     drop(storage);
     Repository::new(&t.repository()).create().unwrap();

@@ -151,6 +151,12 @@ fn deleting_a_profile_with_its_data() {
     assert.success();
     let name = db.name().to_owned();
     assert!(dir.path().join("repo-gone/container").is_dir());
+    verdi(dir.path())
+        .args(["profile", "delete", "gone", "--delete-data"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("add --force to confirm"));
+    assert!(dir.path().join("repo-gone/container").is_dir(), "nothing is deleted without --force");
     verdi(dir.path()).args(["profile", "delete", "gone", "--delete-data", "--force"]).assert().success();
     assert!(!dir.path().join("repo-gone").exists());
     let mut admin = postgres::Client::connect(&Server::shared().unwrap().admin().key_value(), postgres::NoTls).unwrap();
