@@ -57,10 +57,12 @@ impl PostgresCluster {
         let admin = self.server.admin();
         let quote = |s: &str| s.replace('\'', "''");
         let ident = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-        // CREATE DATABASE cannot run in the implicit transaction of a multi-statement query.
+        // A random dollar-quote tag: no user-given value can end the block. CREATE DATABASE
+        // cannot run in the implicit transaction of a multi-statement query, so it comes apart.
+        let tag = format!("$tag_{}$", random_hex(8));
         self.server.execute(&format!(
-            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{u}') THEN
-                 CREATE ROLE {ui} LOGIN CREATEDB PASSWORD '{p}'; END IF; END $$",
+            "DO {tag} BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{u}') THEN
+                 CREATE ROLE {ui} LOGIN CREATEDB PASSWORD '{p}'; END IF; END {tag}",
             u = quote(user),
             ui = ident(user),
             p = quote(password),

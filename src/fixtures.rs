@@ -127,13 +127,13 @@ pub fn aiida_manager() -> AiidaManager {
 /// ```
 #[fixture]
 pub fn aiida_profile() -> AiidaProfile {
-    or_panic("aiida_profile", current_profile(false).map(|(p, _)| p))
+    or_panic("aiida_profile", current_profile().map(|(p, _)| p))
 }
 
 /// The test's profile, empty when the test starts (cleaned first, as aiida's
 /// `aiida_profile_clean`; a profile made for this very test is empty already). On a shared
-/// `AIIDA_TEST_PROFILE` profile the test runs alone: no other test of that profile, in any thread
-/// or process, overlaps with it.
+/// `AIIDA_TEST_PROFILE` profile the test runs alone, as every test of that profile does: no other
+/// test of it, in any thread or process, overlaps with it.
 ///
 /// ```
 /// # use aiida_fixtures::prelude::*;
@@ -144,7 +144,7 @@ pub fn aiida_profile() -> AiidaProfile {
 pub fn aiida_profile_clean() -> AiidaProfile {
     or_panic(
         "aiida_profile_clean",
-        current_profile(true).and_then(|(profile, fresh)| {
+        current_profile().and_then(|(profile, fresh)| {
             if !fresh || !profile.instance().is_temporary() {
                 profile.clean()?;
             }

@@ -135,7 +135,7 @@ pub struct AiidaProfile {
 struct ProfileInner {
     storage: Storage,
     instance: AiidaInstance,
-    _access: Option<Access>,
+    _access: Option<Arc<Access>>,
     _database: Option<TestDatabase>,
     _repository: Option<ScratchDir>,
 }
@@ -194,15 +194,14 @@ impl AiidaProfile {
     }
 
     /// The profile named by `AIIDA_TEST_PROFILE` in the real instance, checked to be a test
-    /// profile before anything is touched. With `access`, holds the profile's lock (exclusive:
-    /// until no other test, thread or process, uses it).
-    fn existing(name: &str, access: Option<bool>) -> Result<AiidaProfile, FixtureError> {
+    /// profile before anything is touched; with `access`, held for this test alone.
+    fn existing(name: &str, access: bool) -> Result<AiidaProfile, FixtureError> {
         let instance = AiidaInstance::real();
         let profile = instance.config()?.profile(name)?;
         if !profile.is_test_profile() {
             return Err(FixtureError::NotATestProfile(name.to_owned()));
         }
-        let access = access.map(|exclusive| Access::acquire(instance.instance(), name, exclusive)).transpose()?;
+        let access = if access { Some(Access::acquire(instance.instance(), name)?) } else { None };
         let storage = Storage::open(&profile)?;
         Ok(AiidaProfile {
             inner: Arc::new(ProfileInner { storage, instance, _access: access, _database: None, _repository: None }),
@@ -256,35 +255,46 @@ pub fn current_instance() -> Result<AiidaInstance, FixtureError> {
 
 /// The profile of the test running on this thread, and whether this call made it.
 ///
-/// With `AIIDA_TEST_PROFILE` set it is that profile (`exclusive`: no other test may use it
-/// meanwhile); otherwise a new temporary profile in the test's instance.
-pub fn current_profile(exclusive: bool) -> Result<(AiidaProfile, bool), FixtureError> {
+/// With `AIIDA_TEST_PROFILE` set it is that profile, used by this test alone (tests of a shared
+/// profile run one at a time, in any thread or process); otherwise a new temporary profile in the
+/// test's instance.
+pub fn current_profile() -> Result<(AiidaProfile, bool), FixtureError> {
     if let Some(inner) = CURRENT_PROFILE.with(|c| c.borrow().upgrade()) {
         return Ok((AiidaProfile { inner }, false));
     }
     let profile = match std::env::var(TEST_PROFILE_ENV) {
-        Ok(name) if !name.is_empty() => AiidaProfile::existing(&name, Some(exclusive))?,
+        Ok(name) if !name.is_empty() => AiidaProfile::existing(&name, true)?,
         _ => AiidaProfile::create(&current_instance()?, ProfileOptions::default())?,
     };
     CURRENT_PROFILE.with(|c| *c.borrow_mut() = Arc::downgrade(&profile.inner));
     Ok((profile, true))
 }
 
-/// A lock on a shared (`AIIDA_TEST_PROFILE`) profile, across threads and processes: tests hold it
-/// shared; cleaning tests hold it exclusively for their whole run.
+/// Exclusive use of the shared `AIIDA_TEST_PROFILE` profile, across threads and processes: an
+/// exclusive lock on a file of the instance, taken once per test and shared by all the fixtures of
+/// the test's thread (two locks of one thread would wait for each other).
 #[derive(Debug)]
 struct Access {
     _held: File,
 }
 
+thread_local! {
+    static HELD_ACCESS: RefCell<Weak<Access>> = const { RefCell::new(Weak::new()) };
+}
+
 impl Access {
-    fn acquire(instance: &Instance, profile: &str, exclusive: bool) -> Result<Access, FixtureError> {
+    fn acquire(instance: &Instance, profile: &str) -> Result<Arc<Access>, FixtureError> {
+        if let Some(held) = HELD_ACCESS.with(|h| h.borrow().upgrade()) {
+            return Ok(held);
+        }
         let dir = instance.dir().join("access");
         std::fs::create_dir_all(&dir).map_err(|e| FixtureError::io("create", &dir, e))?;
         let path = dir.join(format!("test-profile-{profile}.lock"));
         let file = File::create(&path).map_err(|e| FixtureError::io("create", &path, e))?;
-        if exclusive { file.lock() } else { file.lock_shared() }.map_err(|e| FixtureError::io("lock", &path, e))?;
-        Ok(Access { _held: file })
+        file.lock().map_err(|e| FixtureError::io("lock", &path, e))?;
+        let access = Arc::new(Access { _held: file });
+        HELD_ACCESS.with(|h| *h.borrow_mut() = Arc::downgrade(&access));
+        Ok(access)
     }
 }
 
@@ -310,8 +320,8 @@ impl Access {
 #[derive(Debug)]
 pub struct GroupProfile {
     profile: AiidaProfile,
-    _access: Option<Access>,
     _turn: Turn,
+    _access: Option<Arc<Access>>,
 }
 
 impl Deref for GroupProfile {
@@ -322,9 +332,28 @@ impl Deref for GroupProfile {
     }
 }
 
-type Groups = Mutex<Vec<(String, Arc<(Mutex<bool>, Condvar)>, Option<AiidaProfile>)>>;
+/// A named group: whose turn it is, and its profile once made.
+struct Group {
+    name: String,
+    turn: Arc<(Mutex<bool>, Condvar)>,
+    profile: Option<AiidaProfile>,
+}
 
-static GROUPS: Groups = Mutex::new(Vec::new());
+static GROUPS: Mutex<Vec<Group>> = Mutex::new(Vec::new());
+
+/// Runs `f` on group `name` (registered if new) under the registry's lock.
+fn with_group<R>(name: &str, f: impl FnOnce(&mut Group) -> R) -> R {
+    let mut groups = GROUPS.lock().unwrap_or_else(|e| e.into_inner());
+    let i = match groups.iter().position(|g| g.name == name) {
+        Some(i) => i,
+        None => {
+            let turn = Arc::new((Mutex::new(false), Condvar::new()));
+            groups.push(Group { name: name.to_owned(), turn, profile: None });
+            groups.len() - 1
+        }
+    };
+    f(&mut groups[i])
+}
 
 /// One test's turn at a group profile.
 #[derive(Debug)]
@@ -359,53 +388,33 @@ impl GroupProfile {
 
     /// Like [`GroupProfile::get`], returning the error.
     pub fn try_get(name: &str) -> Result<GroupProfile, FixtureError> {
-        let lock = {
-            let mut groups = GROUPS.lock().unwrap_or_else(|e| e.into_inner());
-            match groups.iter().find(|(n, _, _)| n == name) {
-                Some((_, lock, _)) => lock.clone(),
-                None => {
-                    let lock = Arc::new((Mutex::new(false), Condvar::new()));
-                    groups.push((name.to_owned(), lock.clone(), None));
-                    lock
-                }
-            }
-        };
-        let turn = Turn::take(lock);
-        // Our turn: nobody else touches this group's slot until it ends. The registry's lock is
-        // not held while we wait for the profile's lock or build a profile.
-        let existing = GROUPS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .find(|(n, _, _)| n == name)
-            .and_then(|g| g.2.clone());
-        let keep = |profile: &AiidaProfile| {
-            let mut groups = GROUPS.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(slot) = groups.iter_mut().find(|(n, _, _)| n == name) {
-                slot.2 = Some(profile.clone());
-            }
-        };
+        // On a shared profile, its lock comes first, then the group's turn: every test takes them
+        // in this order, so none waits for a turn while holding what another turn waits for.
         let shared = std::env::var(TEST_PROFILE_ENV).ok().filter(|n| !n.is_empty());
-        let (profile, access) = match (&existing, shared) {
-            (Some(profile), None) => (profile.clone(), None),
-            (Some(profile), Some(test_profile)) => {
-                let access = Access::acquire(profile.instance().instance(), &test_profile, false)?;
-                (profile.clone(), Some(access))
-            }
-            (None, None) => {
-                let profile = AiidaProfile::create(&AiidaInstance::temporary()?, ProfileOptions::default())?;
-                keep(&profile);
-                (profile, None)
-            }
-            (None, Some(test_profile)) => {
-                // Cleaned once, when the group starts, with nobody else on the profile meanwhile.
-                let profile = AiidaProfile::existing(&test_profile, None)?;
-                let access = Access::acquire(profile.instance().instance(), &test_profile, true)?;
-                profile.clean()?;
-                keep(&profile);
-                (profile, Some(access))
+        let access = match &shared {
+            Some(test_profile) => Some(Access::acquire(AiidaInstance::real().instance(), test_profile)?),
+            None => None,
+        };
+        let turn = Turn::take(with_group(name, |g| g.turn.clone()));
+        // Our turn: nobody else touches this group's profile until it ends. The registry's lock
+        // is not held while a profile is made.
+        let existing = with_group(name, |g| g.profile.clone());
+        let profile = match (existing, &shared) {
+            (Some(profile), _) => profile,
+            (None, shared) => {
+                let profile = match shared {
+                    // Cleaned once, when the group starts.
+                    Some(test_profile) => {
+                        let profile = AiidaProfile::existing(test_profile, false)?;
+                        profile.clean()?;
+                        profile
+                    }
+                    None => AiidaProfile::create(&AiidaInstance::temporary()?, ProfileOptions::default())?,
+                };
+                with_group(name, |g| g.profile = Some(profile.clone()));
+                profile
             }
         };
-        Ok(GroupProfile { profile, _access: access, _turn: turn })
+        Ok(GroupProfile { profile, _turn: turn, _access: access })
     }
 }

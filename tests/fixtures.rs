@@ -76,6 +76,8 @@ fn the_profile_factory_takes_storage_name_and_email(
 fn postgres_cluster_creates_databases_with_aiidas_defaults(postgres_cluster: PostgresCluster) {
     let db = postgres_cluster.create_database(None, None, None).unwrap();
     assert_eq!((db.database_username.as_str(), db.database_password.as_str()), ("guest", "guest"));
+    let odd = postgres_cluster.create_database(None, Some("odd\"user"), Some("pa$$'word$$; DROP")).unwrap();
+    assert_eq!(odd.database_username, "odd\"user", "quotes and dollar signs are data, not SQL");
     let named = postgres_cluster
         .create_database(Some(&format!("named_{}", std::process::id())), Some("owner_x"), Some("pw"))
         .unwrap();

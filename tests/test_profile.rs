@@ -91,6 +91,33 @@ fn child_cleans() {
     );
 }
 
+#[test]
+#[ignore = "a helper: run as a child process with AIIDA_TEST_PROFILE"]
+fn child_uses_profile_group_and_clean_in_one_test() {
+    let profile = aiida_profile();
+    let group = GroupProfile::get("together");
+    let clean = aiida_profile_clean();
+    assert_eq!(group.name(), profile.name());
+    println!("CHILD together profile={} nodes={}", clean.name(), QueryBuilder::nodes().count(&clean).unwrap());
+}
+
+#[rstest]
+fn one_test_may_take_every_fixture_of_a_shared_profile(postgres_cluster: PostgresCluster) {
+    let dir = tempfile::tempdir().unwrap();
+    verdi_setup(&postgres_cluster, dir.path(), "together", true);
+    let mut child = child("child_uses_profile_group_and_clean_in_one_test", dir.path(), "together").spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the test deadlocked on its own profile lock");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(text(&output).contains("CHILD together profile=together nodes=0"), "{}", text(&output));
+}
+
 #[rstest]
 fn the_named_test_profile_is_used_and_its_data_stays(postgres_cluster: PostgresCluster) {
     let dir = tempfile::tempdir().unwrap();
