@@ -197,7 +197,8 @@ pub(crate) fn base_dir() -> PathBuf {
     // SAFETY: geteuid has no preconditions.
     let name = format!("testpg-{}", unsafe { libc::geteuid() });
     let shm = Path::new("/dev/shm");
-    if os::writable(shm) && os::free_bytes(shm).is_some_and(|b| b > 1 << 30) {
+    // Once chosen, kept: every process of a run must agree, however full the tmpfs gets.
+    if shm.join(&name).is_dir() || (os::writable(shm) && os::free_bytes(shm).is_some_and(|b| b > 1 << 30)) {
         return shm.join(name);
     }
     std::env::temp_dir().join(name)
@@ -291,7 +292,8 @@ fn launch(
             // Our own session: a test runner's signal to its process group does not hit the server.
             libc::setsid();
             if die_with_thread {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // SIGQUIT: PostgreSQL's immediate shutdown, which still frees its shared memory.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT);
             }
             Ok(())
         });

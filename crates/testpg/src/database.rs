@@ -218,12 +218,10 @@ impl Server {
             let _ = client.query(format!("DROP DATABASE IF EXISTS {}{force}", ident(&building)));
             return Err(e);
         }
-        client.query(format!("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false", ident(&building)))?;
-        client.query(format!(
-            "ALTER DATABASE {} RENAME TO {}",
-            ident(&building),
-            ident(&template_name(self.prefix(), hash))
-        ))?;
+        // Renamed first: a leftover `b_` is then never a template, which DROP would refuse.
+        let template = template_name(self.prefix(), hash);
+        client.query(format!("ALTER DATABASE {} RENAME TO {}", ident(&building), ident(&template)))?;
+        client.query(format!("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false", ident(&template)))?;
         client.query(format!("NOTIFY {CHANNEL}, 'template'"))?;
         Ok(())
     }
@@ -261,8 +259,18 @@ pub(crate) fn wait_no_connections(client: &Client, name: &str, timeout: Duration
     let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE datname = {}", literal(name));
     loop {
         let rows = client.query(sql.clone())?;
-        if rows.first().and_then(|r| r[0].as_deref()) == Some("0") || Instant::now() > deadline {
+        if rows.first().and_then(|r| r[0].as_deref()) == Some("0") {
             return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Migration {
+                key: name.to_owned(),
+                source: format!(
+                    "connections to `{name}` stayed open for {} s: close them before returning",
+                    timeout.as_secs()
+                )
+                .into(),
+            });
         }
         std::thread::sleep(Duration::from_millis(1));
     }

@@ -56,7 +56,7 @@ pub enum Error {
     },
 
     /// The server did not become ready in time.
-    #[error("PostgreSQL did not become ready within {seconds} s; its log ({log}) ends with:\n{tail}")]
+    #[error("PostgreSQL did not become ready within {seconds} s; its log ({log}, now removed) ended with:\n{tail}")]
     NotReady {
         /// How long we waited.
         seconds: u64,

@@ -73,11 +73,19 @@ fn run(run_dir: PathBuf) -> Result<()> {
     let keeper_lock = File::create(&keeper_lock_path).map_err(Error::io("create", &keeper_lock_path))?;
     keeper_lock.lock().map_err(Error::io("lock", &keeper_lock_path))?;
     let started = parse_owner().and_then(|owner| {
-        let fd = os::pidfd(owner.pid).ok().filter(|_| owner.is_alive());
-        let fd = fd.ok_or_else(|| Error::Keeper(format!("the run's owner (pid {}) has already ended", owner.pid)))?;
+        let fd = match os::pidfd(owner.pid) {
+            Ok(fd) if owner.is_alive() => fd,
+            Err(e) if e.raw_os_error() != Some(libc::ESRCH) => {
+                return Err(Error::Keeper(format!(
+                    "cannot watch the run's owner (pid {}) with pidfd_open: {e}",
+                    owner.pid
+                )));
+            }
+            _ => return Err(Error::Keeper(format!("the run's owner (pid {}) has already ended", owner.pid))),
+        };
         let (resource, admin, prefix) = start_backend(&run_dir)?;
         let postmaster = match &resource {
-            Resource::Cluster(c) => Some(c.pid()),
+            Resource::Cluster(c) => ProcessId::of(c.pid()),
             _ => None,
         };
         let state =
@@ -337,21 +345,46 @@ impl Pool {
     }
 }
 
-/// Drops every database whose name starts with `prefix` (templates included).
+/// Drops every database whose name starts with `prefix` (templates included), after any clone
+/// still being made by a cancelled refill has finished. Carries on past a database it cannot drop.
 pub(crate) async fn drop_prefixed(admin: &ConnectionInfo, prefix: &str) -> Result<()> {
     let client = Client::connect_async(admin).await?;
+    let in_flight = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND state = 'active'
+         AND query LIKE {}",
+        like_prefix(&format!("CREATE DATABASE \"{prefix}"))
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while client.column_async(&in_flight).await?.first().is_some_and(|n| n != "0")
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let names = client
         .column_async(&format!("SELECT datname FROM pg_database WHERE datname LIKE {}", like_prefix(prefix)))
         .await?;
+    let mut failed = Vec::new();
     for name in names {
         let quoted = ident(&name);
-        client.query_async(&format!("ALTER DATABASE {quoted} WITH IS_TEMPLATE false")).await?;
         let terminate =
             format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {}", literal(&name));
-        client.query_async(&terminate).await?;
-        client.query_async(&format!("DROP DATABASE IF EXISTS {quoted}")).await?;
+        let steps = [
+            format!("ALTER DATABASE {quoted} WITH IS_TEMPLATE false"),
+            terminate,
+            format!("DROP DATABASE IF EXISTS {quoted}"),
+        ];
+        for step in steps {
+            if let Err(e) = client.query_async(&step).await {
+                eprintln!("testpg keeper: dropping {name}: {e}");
+                failed.push(name.clone());
+                break;
+            }
+        }
     }
-    Ok(())
+    match failed.as_slice() {
+        [] => Ok(()),
+        _ => Err(Error::Keeper(format!("could not drop {}", failed.join(", ")))),
+    }
 }
 
 fn teardown(run_dir: &Path, state: &State, resource: Resource) -> Result<()> {

@@ -55,8 +55,18 @@ pub(crate) fn give_to(path: &Path, user: Option<ServerUser>) -> Result<()> {
     Ok(())
 }
 
-/// Creates `path` (and parents) with `mode`, owned by `user` when given.
+/// Creates `path` with `mode`, owned by `user` when given. Missing parents are made `0755`
+/// whatever the umask, so that the server's user can reach what lies below them.
 pub(crate) fn make_dir(path: &Path, mode: u32, user: Option<ServerUser>) -> Result<()> {
+    let missing: Vec<&Path> =
+        path.ancestors().skip(1).take_while(|p| !p.as_os_str().is_empty() && !p.exists()).collect();
+    for parent in missing.into_iter().rev() {
+        match fs::create_dir(parent) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(Error::io("create folder", parent)(e)),
+            _ => fs::set_permissions(parent, fs::Permissions::from_mode(0o755))
+                .map_err(Error::io("set permissions of", parent))?,
+        }
+    }
     fs::create_dir_all(path).map_err(Error::io("create folder", path))?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(Error::io("set permissions of", path))?;
     give_to(path, user)

@@ -74,7 +74,7 @@ pub(crate) struct State {
     pub prefix: String,
     pub keeper: ProcessId,
     pub owner: ProcessId,
-    pub postmaster: Option<u32>,
+    pub postmaster: Option<ProcessId>,
 }
 
 /// The PostgreSQL server of the current test run.
@@ -138,7 +138,7 @@ impl Server {
 
     /// The launched server's postmaster process id (`None` for other backends).
     pub fn postmaster_pid(&self) -> Option<u32> {
-        self.state.postmaster
+        self.state.postmaster.map(|p| p.pid)
     }
 
     /// Runs `sql` (one or more statements) as the admin role on the maintenance database, e.g. to
@@ -257,7 +257,13 @@ pub(crate) fn read_state(run_dir: &Path) -> Option<State> {
 pub(crate) fn write_state(run_dir: &Path, state: &State) -> Result<()> {
     let tmp = run_dir.join("state.json.tmp");
     let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
-    fs::write(&tmp, bytes).map_err(Error::io("write", &tmp))?;
+    // Private: it may hold the password of a TESTPG_URL server.
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)
+    }
+    .map_err(Error::io("write", &tmp))?;
+    std::io::Write::write_all(&mut file, &bytes).map_err(Error::io("write", &tmp))?;
     fs::rename(&tmp, run_dir.join("state.json")).map_err(Error::io("rename", &tmp))
 }
 
@@ -278,10 +284,11 @@ pub(crate) fn keeper_alive(run_dir: &Path) -> bool {
 /// made on a URL server, and its files. Keeps the `lock` file when asked (we hold it).
 fn clean_run(run_dir: &Path, keep_lock: bool) {
     if let Some(state) = read_state(run_dir) {
-        if let Some(pid) = state.postmaster
-            && os::command_name(pid).as_deref() == Some("postgres")
+        // Only this very process (pid and start time): the pid may long belong to another.
+        if let Some(postmaster) = state.postmaster
+            && postmaster.is_alive()
         {
-            os::signal(pid, libc::SIGKILL);
+            os::signal(postmaster.pid, libc::SIGQUIT);
         }
         if state.backend == Backend::Url {
             let _ =
@@ -319,11 +326,19 @@ fn sweep_dead_runs(runs: &Path, ours: &str) {
             continue;
         }
         let Ok(lock) = File::open(dir.join("lock")) else {
-            let _ = os::remove_tree(&dir);
+            // A folder without its lock is either being made right now or a leftover: only an
+            // old one is removed.
+            let old = fs::metadata(&dir)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().unwrap_or_default().as_secs() > 60);
+            if old {
+                let _ = os::remove_tree(&dir);
+            }
             continue;
         };
-        // Somebody holding the run lock is starting a keeper there right now.
-        if lock.try_lock().is_ok() {
+        // Somebody holding the run lock is starting a keeper there right now; and a keeper may
+        // have started between our first look and taking the lock.
+        if lock.try_lock().is_ok() && !keeper_alive(&dir) {
             tracing::info!("removing leftovers of a dead test run: {}", dir.display());
             clean_run(&dir, false);
         }
@@ -355,16 +370,18 @@ fn spawn_keeper(run_dir: &Path, owner: ProcessId, backend: Backend) -> Result<St
     }
     let mut child = cmd.spawn().map_err(Error::io("run", &exe))?;
     let mut line = String::new();
-    let stdout = child.stdout.take().expect("piped stdout");
-    let _ = BufReader::new(stdout).read_line(&mut line);
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let _ = stdout.read_line(&mut line);
     if line.trim() == "ready"
         && let Some(state) = read_state(run_dir)
     {
         return Ok(state);
     }
+    // An error may span several lines (a server log's tail): the keeper writes them all, then ends.
+    let _ = std::io::Read::read_to_string(&mut stdout, &mut line);
     let _ = child.wait();
     let log = fs::read_to_string(&log_path).unwrap_or_default();
-    let reason = line.trim().strip_prefix("error ").map(str::to_owned);
+    let reason = line.trim_end().strip_prefix("error ").map(str::to_owned);
     Err(Error::Keeper(reason.unwrap_or_else(|| {
         format!("it exited early; {} says:\n{}", log_path.display(), crate::cluster::tail(&log, 10))
     })))

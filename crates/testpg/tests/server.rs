@@ -333,6 +333,8 @@ fn the_url_backend_touches_only_its_own_databases() {
     let mut owner = owner_process();
     let report = attach_child(&run_id("url"), owner.id(), &[("TESTPG_URL", &url)]).unwrap();
     assert_eq!(report.pid("postmaster"), 0, "nothing was launched");
+    let state = std::fs::metadata(Path::new(report.get("run_dir")).join("state.json")).unwrap();
+    assert_eq!(state.permissions().mode() & 0o777, 0o600, "state.json holds the URL's password: private");
     let prefix = report.get("prefix");
     assert!(prefix.starts_with("testpg_") && prefix.len() > "testpg_".len(), "{prefix}");
     let ours = format!("{}%", prefix.replace('_', "\\_"));
