@@ -302,9 +302,9 @@ impl Access {
 /// cleaned) once, handed to the group's tests one at a time.
 ///
 /// Rust has no test classes; this is aiida's `aiida_profile_clean_class`. Name the group in a
-/// fixture of your own:
+/// fixture of your own, and take it in the group's tests:
 ///
-/// ```no_run
+/// ```
 /// use aiida_fixtures::prelude::*;
 ///
 /// #[fixture]
@@ -312,8 +312,12 @@ impl Access {
 ///     GroupProfile::get("parser-tests")
 /// }
 ///
-/// #[rstest]
-/// fn first(parser_tests: GroupProfile) { /* sees what earlier tests of the group stored */ }
+/// // #[rstest] fn first(parser_tests: GroupProfile) { ... } -- here called by hand:
+/// let first = parser_tests();
+/// aiida::orm::data::int(1).store(&first).unwrap();
+/// drop(first); // the test ends; the next test of the group gets its turn
+/// let second = parser_tests();
+/// assert_eq!(aiida::orm::QueryBuilder::nodes().count(&second).unwrap(), 1, "it sees what `first` stored");
 /// ```
 ///
 /// Under `cargo nextest` each test is a process of its own, so each gets a fresh group profile.
