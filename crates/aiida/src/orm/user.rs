@@ -25,11 +25,7 @@ impl User {
 
     /// The user with `email`, created (with empty names) if there is none.
     pub fn get_or_create(storage: &Storage, email: &str) -> Result<User, StorageError> {
-        storage.db().query(
-            "INSERT INTO db_dbuser (email, first_name, last_name, institution) VALUES ($1, '', '', '')
-             ON CONFLICT (email) DO NOTHING",
-            params![email.to_owned()],
-        )?;
+        storage.ensure_user(email)?;
         let rows = storage.db().query("SELECT * FROM db_dbuser WHERE email = $1", params![email.to_owned()])?;
         Ok(User::from_row(&rows[0]))
     }

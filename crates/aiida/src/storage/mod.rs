@@ -272,9 +272,19 @@ impl Storage {
     }
 
     fn ensure_default_user(&self) -> Result<(), StorageError> {
-        if let Some(email) = self.profile.default_user_email() {
-            crate::orm::User::get_or_create(self, email)?;
+        match self.profile.default_user_email() {
+            Some(email) => self.ensure_user(email),
+            None => Ok(()),
         }
+    }
+
+    /// Makes sure a user with `email` exists (with empty names if it is new).
+    pub(crate) fn ensure_user(&self, email: &str) -> Result<(), StorageError> {
+        self.db.query(
+            "INSERT INTO db_dbuser (email, first_name, last_name, institution) VALUES ($1, '', '', '')
+             ON CONFLICT (email) DO NOTHING",
+            params![email.to_owned()],
+        )?;
         Ok(())
     }
 
