@@ -147,7 +147,8 @@ impl Computer {
         if self.pk.is_some() {
             return Ok(self);
         }
-        let result = storage.db().query(
+        self.pk = Some(super::insert_labelled(
+            storage,
             "INSERT INTO db_dbcomputer (uuid, label, hostname, description, scheduler_type, transport_type, metadata)
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
             params![
@@ -159,14 +160,9 @@ impl Computer {
                 self.transport_type.clone(),
                 Value::Object(self.metadata.clone())
             ],
-        );
-        match result {
-            Ok(rows) => self.pk = Some(rows[0].get(0)),
-            Err(e) if e.is_unique_violation() => {
-                return Err(OrmError::Duplicate { entity: "computer", label: self.label.clone() });
-            }
-            Err(e) => return Err(e.into()),
-        }
+            "computer",
+            &self.label,
+        )?);
         Ok(self)
     }
 

@@ -63,7 +63,8 @@ impl Group {
             return Ok(self);
         }
         let user = User::default_user(storage)?;
-        let result = storage.db().query(
+        self.pk = Some(super::insert_labelled(
+            storage,
             "INSERT INTO db_dbgroup (uuid, label, type_string, time, description, extras, user_id)
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
             params![
@@ -75,14 +76,9 @@ impl Group {
                 Value::Object(self.extras.clone()),
                 user.pk()
             ],
-        );
-        match result {
-            Ok(rows) => self.pk = Some(rows[0].get(0)),
-            Err(e) if e.is_unique_violation() => {
-                return Err(OrmError::Duplicate { entity: "group", label: self.label.clone() });
-            }
-            Err(e) => return Err(e.into()),
-        }
+            "group",
+            &self.label,
+        )?);
         Ok(self)
     }
 

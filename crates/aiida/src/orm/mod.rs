@@ -19,6 +19,22 @@ pub use user::User;
 
 use crate::storage::StorageError;
 
+/// Runs an `INSERT ... RETURNING id` of an entity with a unique label; a label in use is a
+/// [`OrmError::Duplicate`] and changes nothing.
+pub(crate) fn insert_labelled(
+    storage: &crate::storage::Storage,
+    sql: &str,
+    params: crate::storage::Params,
+    entity: &'static str,
+    label: &str,
+) -> Result<i32, OrmError> {
+    match storage.db().query(sql, params) {
+        Ok(rows) => Ok(rows[0].get(0)),
+        Err(e) if e.is_unique_violation() => Err(OrmError::Duplicate { entity, label: label.to_owned() }),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// A JSON column's object (absent or non-object values read as empty).
 pub(crate) fn object(value: Option<serde_json::Value>) -> serde_json::Map<String, serde_json::Value> {
     match value {
