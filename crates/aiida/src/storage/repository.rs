@@ -179,23 +179,19 @@ fn empty_pack_index() -> Result<&'static [u8], StorageError> {
 }
 
 fn make_empty_pack_index() -> Result<Vec<u8>, StorageError> {
-    let fail = |e: &dyn std::fmt::Display| StorageError::PackIndex(e.to_string());
-    let dir = std::env::temp_dir().join(format!("aiida-packs-idx-{}", uuid::Uuid::new_v4().simple()));
-    fs::create_dir_all(&dir).map_err(|e| fail(&e))?;
-    let path = dir.join("packs.idx");
-    let made = rusqlite::Connection::open(&path)
-        .and_then(|sqlite| {
-            sqlite.execute_batch(
-                r#"CREATE TABLE db_object (id INTEGER NOT NULL PRIMARY KEY, hashkey VARCHAR NOT NULL,
-                   compressed BOOLEAN NOT NULL, size INTEGER NOT NULL, "offset" INTEGER NOT NULL,
-                   length INTEGER NOT NULL, pack_id INTEGER NOT NULL);
-                   CREATE UNIQUE INDEX ix_db_object_hashkey ON db_object (hashkey);"#,
-            )
-        })
-        .map_err(|e| fail(&e))
-        .and_then(|()| fs::read(&path).map_err(|e| fail(&e)));
-    let _ = fs::remove_dir_all(&dir);
-    made
+    let fail = |e: rusqlite::Error| StorageError::PackIndex(e.to_string());
+    // Made in memory and serialised: no scratch file anywhere, so a killed process leaves none.
+    let sqlite = rusqlite::Connection::open_in_memory().map_err(fail)?;
+    sqlite
+        .execute_batch(
+            r#"CREATE TABLE db_object (id INTEGER NOT NULL PRIMARY KEY, hashkey VARCHAR NOT NULL,
+               compressed BOOLEAN NOT NULL, size INTEGER NOT NULL, "offset" INTEGER NOT NULL,
+               length INTEGER NOT NULL, pack_id INTEGER NOT NULL);
+               CREATE UNIQUE INDEX ix_db_object_hashkey ON db_object (hashkey);"#,
+        )
+        .map_err(fail)?;
+    let bytes = sqlite.serialize(rusqlite::MAIN_DB).map_err(fail)?;
+    Ok(bytes.to_vec())
 }
 
 #[cfg(test)]
