@@ -44,10 +44,17 @@ pub(crate) fn psql_dos(db: &testpg::ConnectionInfo, repository: &Path) -> PsqlDo
 /// A new folder for one test's files, inside the run's folder: removed when its owner drops it,
 /// and by the run's keeper at the end of the run whatever happened.
 pub(crate) fn scratch_dir(server: &Server, what: &str) -> Result<ScratchDir, FixtureError> {
+    use std::os::unix::fs::DirBuilderExt;
+    // Private, as aiida-core's umask 0077 makes them: a test's config.json holds a password.
+    let private = || {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.mode(0o700);
+        builder
+    };
     let parent = server.run_dir().join("aiida");
-    std::fs::create_dir_all(&parent).map_err(|e| FixtureError::io("create", &parent, e))?;
+    private().recursive(true).create(&parent).map_err(|e| FixtureError::io("create", &parent, e))?;
     let path = parent.join(format!("{what}-{}", random_hex(8)));
-    std::fs::create_dir(&path).map_err(|e| FixtureError::io("create", &path, e))?;
+    private().create(&path).map_err(|e| FixtureError::io("create", &path, e))?;
     Ok(ScratchDir(path))
 }
 
@@ -166,6 +173,7 @@ impl AiidaProfile {
     /// with `AIIDA_PATH` pointing at the instance finds it).
     pub fn create(instance: &AiidaInstance, options: ProfileOptions) -> Result<AiidaProfile, FixtureError> {
         let name = options.name.unwrap_or_else(|| random_hex(16));
+        aiida::config::validate_profile_name(&name)?;
         let (storage_config, database, repository) = match options.storage {
             Some(config) => (config, None, None),
             None => {

@@ -73,6 +73,30 @@ fn the_profile_factory_takes_storage_name_and_email(
 }
 
 #[rstest]
+fn the_profile_factory_refuses_names_outside_aiidas_rules(aiida_profile_factory: AiidaProfileFactory) {
+    let before = std::fs::read(aiida_profile_factory.instance().dir().join("config.json")).ok();
+    for name in ["../../../x", "", "a/b"] {
+        let options = ProfileOptions { name: Some(name.into()), ..ProfileOptions::default() };
+        let err = aiida_profile_factory.create(options).unwrap_err();
+        assert!(err.to_string().starts_with(&format!("invalid profile name `{name}`")), "{err}");
+    }
+    assert_eq!(std::fs::read(aiida_profile_factory.instance().dir().join("config.json")).ok(), before);
+}
+
+#[rstest]
+fn a_test_instance_and_its_configuration_are_private(aiida_profile: AiidaProfile) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let instance = aiida_profile.instance().dir();
+    assert_eq!(mode(instance), 0o700);
+    assert_eq!(mode(instance.parent().unwrap()), 0o700, "the test's scratch folder");
+    assert_eq!(mode(&instance.join("config.json")), 0o600);
+    let repository = aiida_profile.profile().psql_dos().unwrap().repository_path();
+    assert_eq!(mode(&repository), 0o700);
+    assert_eq!(mode(&repository.join("container")), 0o700);
+}
+
+#[rstest]
 fn postgres_cluster_creates_databases_with_aiidas_defaults(postgres_cluster: PostgresCluster) {
     let db = postgres_cluster.create_database(None, None, None).unwrap();
     assert_eq!((db.database_username.as_str(), db.database_password.as_str()), ("guest", "guest"));

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::private_fs;
+
 /// The config version this engine reads and writes.
 pub const CONFIG_VERSION: u32 = 10;
 /// The storage backend this engine implements.
@@ -41,14 +43,28 @@ pub enum ConfigError {
         found: u64,
     },
     /// No profile of that name.
-    #[error("profile `{0}` does not exist")]
-    NoProfile(String),
+    #[error("profile `{name}` does not exist{}; `verdi profile list` shows the profiles", in_file(path))]
+    NoProfile {
+        /// The name asked for.
+        name: String,
+        /// The configuration file looked in (`None` for one not read from a file).
+        path: Option<PathBuf>,
+    },
+    /// A profile name that aiida does not accept.
+    #[error("invalid profile name `{0}`: use only letters, digits, dashes, underscores or dots, and not only dots")]
+    InvalidProfileName(String),
     /// A profile of that name exists already.
     #[error("profile `{0}` already exists; choose another name or delete it first (`verdi profile delete {0}`)")]
     ProfileExists(String),
     /// No profile was named and there is no default.
-    #[error("no profile given and no default profile set; pass `-p NAME` or run `verdi profile set-default NAME`")]
-    NoDefault,
+    #[error(
+        "no profile given and no default profile set{}; pass `-p NAME` or run `verdi profile set-default NAME`",
+        in_file(path)
+    )]
+    NoDefault {
+        /// The configuration file looked in (`None` for one not read from a file).
+        path: Option<PathBuf>,
+    },
     /// A profile whose storage this engine does not implement.
     #[error("profile `{name}` uses storage `{backend}`, but only `core.psql_dos` is supported")]
     UnsupportedStorage {
@@ -68,6 +84,21 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn in_file(path: &Option<PathBuf>) -> String {
+    path.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default()
+}
+
+/// Checks `name` against aiida's rules for profile names (`verdi profile setup`): not empty, only
+/// word characters, dashes and dots. Names of only dots are refused too: the name becomes a path
+/// component (the default repository folder), which must stay inside the instance.
+pub fn validate_profile_name(name: &str) -> Result<(), ConfigError> {
+    let allowed = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.');
+    if name.is_empty() || !name.chars().all(allowed) || name.chars().all(|c| c == '.') {
+        return Err(ConfigError::InvalidProfileName(name.to_owned()));
+    }
+    Ok(())
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ConfigError {
@@ -140,10 +171,11 @@ impl Instance {
     /// writes it back atomically (after a backup of the previous file) when it changed.
     pub fn update<R>(&self, change: impl FnOnce(&mut Config) -> Result<R, ConfigError>) -> Result<R, ConfigError> {
         for sub in ["daemon/log", "log", "access"] {
-            fs::create_dir_all(self.dir.join(sub)).map_err(io("create folder", &self.dir.join(sub)))?;
+            let dir = self.dir.join(sub);
+            private_fs::create_dir_all(&dir).map_err(io("create folder", &dir))?;
         }
         let lock_path = self.dir.join(".config.lock");
-        let lock = fs::File::create(&lock_path).map_err(io("create", &lock_path))?;
+        let lock = private_fs::create(&lock_path).map_err(io("create", &lock_path))?;
         lock.lock().map_err(io("lock", &lock_path))?;
         let mut config = self.load()?;
         let before = config.to_json();
@@ -160,11 +192,12 @@ impl Instance {
         if path.exists() {
             let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S%.6f");
             let backup = self.dir.join(format!("config.json.{stamp}"));
-            fs::copy(&path, &backup).map_err(io("back up", &path))?;
+            let previous = fs::read(&path).map_err(io("back up", &path))?;
+            private_fs::write(&backup, &previous).map_err(io("back up", &backup))?;
             self.prune_backups()?;
         }
         let tmp = self.dir.join(format!(".config.json.{}.tmp", std::process::id()));
-        fs::write(&tmp, text).map_err(io("write", &tmp))?;
+        private_fs::write(&tmp, text.as_bytes()).map_err(io("write", &tmp))?;
         fs::rename(&tmp, &path).map_err(io("replace", &path))
     }
 
@@ -188,12 +221,14 @@ impl Instance {
 pub struct Config {
     #[serde(rename = "CONFIG_VERSION")]
     version: ConfigVersion,
-    #[serde(default)]
     profiles: BTreeMap<String, ProfileEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     default_profile: Option<String>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     options: Map<String, Value>,
+    /// The file it was read from, named in errors.
+    #[serde(skip)]
+    path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -211,6 +246,7 @@ impl Default for Config {
             profiles: BTreeMap::new(),
             default_profile: None,
             options: Map::new(),
+            path: None,
         }
     }
 }
@@ -231,7 +267,11 @@ impl Config {
             None => return Err(corrupt("it lacks CONFIG_VERSION.OLDEST_COMPATIBLE".to_owned())),
             Some(_) => {}
         }
+        if !value.get("profiles").is_some_and(Value::is_object) {
+            return Err(corrupt("it has no `profiles` object (an empty one is `\"profiles\": {}`)".to_owned()));
+        }
         let mut config: Config = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
+        config.path = Some(path.to_owned());
         if config.version.current < u64::from(CONFIG_VERSION) {
             config.migrate_to_v10();
         }
@@ -239,6 +279,13 @@ impl Config {
             && !config.profiles.contains_key(default)
         {
             return Err(corrupt(format!("the default profile `{default}` is not among its profiles")));
+        }
+        for (name, entry) in &config.profiles {
+            validate_profile_name(name).map_err(|e| corrupt(e.to_string()))?;
+            if entry.storage.backend == PSQL_DOS {
+                PsqlDosConfig::deserialize(Value::Object(entry.storage.config.clone()))
+                    .map_err(|e| corrupt(format!("profile `{name}`: storage config: {e}")))?;
+            }
         }
         Ok(config)
     }
@@ -276,17 +323,20 @@ impl Config {
 
     /// The profile `name`.
     pub fn profile(&self, name: &str) -> Result<Profile, ConfigError> {
-        let entry = self.profiles.get(name).ok_or_else(|| ConfigError::NoProfile(name.to_owned()))?;
+        let no_profile = || ConfigError::NoProfile { name: name.to_owned(), path: self.path.clone() };
+        let entry = self.profiles.get(name).ok_or_else(no_profile)?;
         Ok(Profile { name: name.to_owned(), entry: entry.clone() })
     }
 
     /// The profile `name`, or the default one when `name` is `None`.
     pub fn profile_or_default(&self, name: Option<&str>) -> Result<Profile, ConfigError> {
-        self.profile(name.or(self.default_profile.as_deref()).ok_or(ConfigError::NoDefault)?)
+        let no_default = || ConfigError::NoDefault { path: self.path.clone() };
+        self.profile(name.or(self.default_profile.as_deref()).ok_or_else(no_default)?)
     }
 
     /// Adds `profile`; the first profile becomes the default.
     pub fn add_profile(&mut self, profile: Profile) -> Result<(), ConfigError> {
+        validate_profile_name(&profile.name)?;
         if self.profiles.contains_key(&profile.name) {
             return Err(ConfigError::ProfileExists(profile.name));
         }
@@ -583,8 +633,74 @@ mod tests {
         assert_eq!(config.default_profile(), Some("a"));
         config.set_default("b").unwrap();
         assert_eq!(config.profile_or_default(None).unwrap().name(), "b");
-        assert_eq!(config.set_default("zz").unwrap_err().to_string(), "profile `zz` does not exist");
+        assert_eq!(
+            config.set_default("zz").unwrap_err().to_string(),
+            "profile `zz` does not exist; `verdi profile list` shows the profiles"
+        );
         config.remove_profile("b").unwrap();
         assert_eq!(config.default_profile(), Some("a"));
+    }
+
+    #[test]
+    fn profile_names_follow_aiidas_rules() {
+        for good in ["work", "my-profile_2.x", "ünï", "a..b"] {
+            assert!(validate_profile_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "../../../x", "a/b", ".", "..", "with space", "semi;colon"] {
+            let err = validate_profile_name(bad).unwrap_err();
+            assert!(matches!(err, ConfigError::InvalidProfileName(_)), "{bad}: {err}");
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let instance = Instance::at(tmp.path().join(".aiida"));
+        let err = instance.update(|c| c.add_profile(Profile::new("../../../x", &storage(), "me@x"))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid profile name `../../../x`: use only letters, digits, dashes, underscores or dots, and not only dots"
+        );
+        assert!(!instance.config_path().exists(), "nothing was written");
+    }
+
+    #[test]
+    fn errors_name_the_configuration_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let instance = Instance::at(tmp.path());
+        instance.update(|c| c.add_profile(Profile::new("p", &storage(), "me@x"))).unwrap();
+        let path = instance.config_path().display().to_string();
+        let err = instance.load().unwrap().profile("nope").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("profile `nope` does not exist in {path}; `verdi profile list` shows the profiles")
+        );
+        fs::write(instance.config_path(), r#"{"CONFIG_VERSION": {"CURRENT": 10, "OLDEST_COMPATIBLE": 10}}"#).unwrap();
+        let err = instance.load().unwrap_err().to_string();
+        assert!(err.contains(&path) && err.contains("has no `profiles`"), "{err}");
+        let bad_storage = r#"{"CONFIG_VERSION": {"CURRENT": 10, "OLDEST_COMPATIBLE": 10}, "profiles": {"p": {
+            "PROFILE_UUID": "x", "storage": {"backend": "core.psql_dos", "config": {"database_port": "x"}},
+            "process_control": {"backend": null, "config": null}}}}"#;
+        fs::write(instance.config_path(), bad_storage).unwrap();
+        let err = instance.load().unwrap_err().to_string();
+        assert!(err.contains(&path) && err.contains("profile `p`: storage config"), "{err}");
+    }
+
+    #[test]
+    fn the_instance_and_its_configuration_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let instance = Instance::at(tmp.path().join(".aiida"));
+        for i in 0..2 {
+            instance.update(|c| c.add_profile(Profile::new(format!("p{i}"), &storage(), "me@x"))).unwrap();
+        }
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(instance.dir()), 0o700);
+        for sub in ["access", "log", "daemon", "daemon/log"] {
+            assert_eq!(mode(&instance.dir().join(sub)), 0o700, "{sub}");
+        }
+        for entry in fs::read_dir(instance.dir()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                assert_eq!(mode(&path), 0o600, "{}", path.display());
+            }
+        }
+        assert_eq!(mode(&instance.config_path()), 0o600);
     }
 }

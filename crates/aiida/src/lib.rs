@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod orm;
 pub mod plugins;
+mod private_fs;
 pub mod storage;
 
 #[doc(hidden)]

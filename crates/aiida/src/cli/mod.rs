@@ -465,6 +465,7 @@ fn data(args: &[String], context: &Context, out: &mut dyn Write) -> Result<(), C
 }
 
 fn setup(instance: &Instance, args: SetupArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    crate::config::validate_profile_name(&args.profile_name)?;
     if instance.load()?.profile(&args.profile_name).is_ok() {
         return Err(ConfigError::ProfileExists(args.profile_name).into());
     }

@@ -89,7 +89,7 @@ impl Repository {
     fn build(container: &Path) -> Result<String, StorageError> {
         for sub in ["loose", "packs", "duplicates", "sandbox"] {
             let dir = container.join(sub);
-            fs::create_dir_all(&dir).map_err(io("create folder", &dir))?;
+            crate::private_fs::create_dir_all(&dir).map_err(io("create folder", &dir))?;
         }
         let packs_idx = container.join("packs.idx");
         fs::write(&packs_idx, empty_pack_index()?).map_err(io("write", &packs_idx))?;
@@ -132,7 +132,7 @@ impl Repository {
         let mut file = fs::File::create(&sandbox).map_err(io("create", &sandbox))?;
         file.write_all(content).and_then(|()| file.sync_data()).map_err(io("write", &sandbox))?;
         let parent = dest.parent().expect("loose objects live in a folder");
-        fs::create_dir_all(parent).map_err(io("create folder", parent))?;
+        crate::private_fs::create_dir_all(parent).map_err(io("create folder", parent))?;
         fs::rename(&sandbox, &dest).map_err(io("move into place", &dest))?;
         Ok(key)
     }

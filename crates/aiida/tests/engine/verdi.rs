@@ -100,11 +100,10 @@ fn bad_input_fails_with_one_line_and_changes_nothing() {
     let (_db2, assert) = setup(dir.path(), "p", &[]);
     assert.failure().stderr(predicate::str::starts_with("Error: profile `p` already exists"));
     // An unknown profile.
-    verdi(dir.path())
-        .args(["-p", "nope", "storage", "info"])
-        .assert()
-        .failure()
-        .stderr("Error: profile `nope` does not exist\n");
+    verdi(dir.path()).args(["-p", "nope", "storage", "info"]).assert().failure().stderr(format!(
+        "Error: profile `nope` does not exist in {}; `verdi profile list` shows the profiles\n",
+        config.display()
+    ));
     // An unknown entry point.
     verdi(dir.path())
         .args(["plugin", "list", "aiida.data", "core.nope"])
@@ -123,6 +122,72 @@ fn bad_input_fails_with_one_line_and_changes_nothing() {
             .stderr(predicate::str::contains("config.json is invalid").and(predicate::str::contains("left untouched")));
     }
     assert_eq!(std::fs::read(&config).unwrap(), b"{\"CONFIG_VERSION\": ");
+}
+
+#[test]
+fn profile_names_outside_aiidas_rules_are_refused_before_anything_is_made() {
+    let root = tempfile::tempdir().unwrap();
+    let instance = root.path().join("deep/down/inside");
+    std::fs::create_dir_all(&instance).unwrap();
+    let db = Server::shared().unwrap().database(&aiida_template()).unwrap();
+    let c = db.connection().clone();
+    let port = c.port.to_string();
+    for name in ["../../../x", "", "a/b", ".."] {
+        verdi(&instance)
+            .args(["profile", "setup", "core.psql_dos", "--profile-name", name, "--email", "a@b"])
+            .args(["--database-hostname", &c.host, "--database-port", &port])
+            .args(["--database-username", &c.user, "--database-name", &c.dbname])
+            .assert()
+            .failure()
+            .stderr(format!(
+                "Error: invalid profile name `{name}`: use only letters, digits, dashes, underscores or dots, and \
+                 not only dots\n"
+            ));
+    }
+    let made: Vec<_> = walk(root.path());
+    assert_eq!(made, vec![root.path().join("deep"), root.path().join("deep/down"), instance], "nothing was created");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        found.push(path.clone());
+        if path.is_dir() {
+            found.extend(walk(&path));
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn a_new_instance_its_configuration_and_repository_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Server::shared().unwrap().database(&aiida_template()).unwrap();
+    let c = db.connection().clone();
+    let port = c.port.to_string();
+    verdi(dir.path())
+        .args(["profile", "setup", "core.psql_dos", "--profile-name", "secret", "--email", "a@b"])
+        .args(["--database-hostname", &c.host, "--database-port", &port, "--database-password", "hunter2"])
+        .args(["--database-username", &c.user, "--database-name", &c.dbname])
+        .assert()
+        .success();
+    let instance = dir.path().join(".aiida");
+    assert!(std::fs::read_to_string(instance.join("config.json")).unwrap().contains("hunter2"));
+    for path in walk(&instance) {
+        let mode = std::fs::symlink_metadata(&path).unwrap().permissions().mode() & 0o777;
+        if path.is_dir() {
+            assert_eq!(mode, 0o700, "{}", path.display());
+        } else if path.starts_with(instance.join("repository")) {
+            assert_eq!(mode & 0o077 & !0o044, 0, "{}: only readable by others inside private folders", path.display());
+        } else {
+            assert_eq!(mode, 0o600, "{}", path.display());
+        }
+    }
+    assert_eq!(std::fs::metadata(&instance).unwrap().permissions().mode() & 0o777, 0o700);
+    assert!(instance.join("repository/secret/container/packs.idx").is_file());
 }
 
 #[test]
