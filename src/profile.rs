@@ -205,11 +205,8 @@ impl AiidaProfile {
     /// profile before anything is touched; with `access`, held for this test alone.
     fn existing(name: &str, access: bool) -> Result<AiidaProfile, FixtureError> {
         let instance = AiidaInstance::real();
-        let profile = instance.config()?.profile(name)?;
-        if !profile.is_test_profile() {
-            return Err(FixtureError::NotATestProfile(name.to_owned()));
-        }
-        let access = if access { Some(Access::acquire(instance.instance(), name)?) } else { None };
+        let profile = test_profile(&instance, name)?;
+        let access = if access { Some(Access::acquire(&instance, name)?) } else { None };
         let storage = Storage::open(&profile)?;
         Ok(AiidaProfile {
             inner: Arc::new(ProfileInner { storage, instance, _access: access, _database: None, _repository: None }),
@@ -278,6 +275,15 @@ pub fn current_profile() -> Result<(AiidaProfile, bool), FixtureError> {
     Ok((profile, true))
 }
 
+/// Profile `name` of `instance`, if it is marked as a test profile.
+fn test_profile(instance: &AiidaInstance, name: &str) -> Result<Profile, FixtureError> {
+    let profile = instance.config()?.profile(name)?;
+    if !profile.is_test_profile() {
+        return Err(FixtureError::NotATestProfile(name.to_owned()));
+    }
+    Ok(profile)
+}
+
 /// Exclusive use of the shared `AIIDA_TEST_PROFILE` profile, across threads and processes: an
 /// exclusive lock on a file of the instance, taken once per test and shared by all the fixtures of
 /// the test's thread (two locks of one thread would wait for each other).
@@ -291,10 +297,13 @@ thread_local! {
 }
 
 impl Access {
-    fn acquire(instance: &Instance, profile: &str) -> Result<Arc<Access>, FixtureError> {
+    /// Takes the lock of `profile`, after checking that it is a test profile: nothing is created in
+    /// the instance for a profile that is not one.
+    fn acquire(instance: &AiidaInstance, profile: &str) -> Result<Arc<Access>, FixtureError> {
         if let Some(held) = HELD_ACCESS.with(|h| h.borrow().upgrade()) {
             return Ok(held);
         }
+        test_profile(instance, profile)?;
         let dir = instance.dir().join("access");
         std::fs::create_dir_all(&dir).map_err(|e| FixtureError::io("create", &dir, e))?;
         let path = dir.join(format!("test-profile-{profile}.lock"));
@@ -404,7 +413,7 @@ impl GroupProfile {
         // in this order, so none waits for a turn while holding what another turn waits for.
         let shared = std::env::var(TEST_PROFILE_ENV).ok().filter(|n| !n.is_empty());
         let access = match &shared {
-            Some(test_profile) => Some(Access::acquire(AiidaInstance::real().instance(), test_profile)?),
+            Some(test_profile) => Some(Access::acquire(&AiidaInstance::real(), test_profile)?),
             None => None,
         };
         let turn = Turn::take(with_group(name, |g| g.turn.clone()));

@@ -101,6 +101,30 @@ fn child_uses_profile_group_and_clean_in_one_test() {
     println!("CHILD together profile={} nodes={}", clean.name(), QueryBuilder::nodes().count(&clean).unwrap());
 }
 
+#[test]
+#[ignore = "a helper: run as a child process with AIIDA_TEST_PROFILE"]
+fn child_takes_a_group_profile() {
+    let group = GroupProfile::get("a-group");
+    println!("CHILD group profile={}", group.name());
+}
+
+/// Every entry under `dir`: path, mode, and content of files.
+fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, u32, Vec<u8>)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let bytes = if meta.is_file() { std::fs::read(&path).unwrap() } else { Vec::new() };
+        found.push((path.clone(), meta.mode(), bytes));
+        if meta.is_dir() {
+            found.extend(snapshot(&path));
+        }
+    }
+    found.sort();
+    found
+}
+
 #[rstest]
 fn one_test_may_take_every_fixture_of_a_shared_profile(postgres_cluster: PostgresCluster) {
     let dir = tempfile::tempdir().unwrap();
@@ -143,12 +167,21 @@ fn an_unknown_or_non_test_profile_is_refused_and_untouched(postgres_cluster: Pos
 
     verdi_setup(&postgres_cluster, dir.path(), "precious", false);
     data::int(1).store(&open(dir.path(), "precious")).unwrap();
-    let config = std::fs::read(dir.path().join(".aiida/config.json")).unwrap();
-    let refused = child("child_cleans", dir.path(), "precious").output().unwrap();
-    assert!(!refused.status.success());
-    assert!(text(&refused).contains("specified test profile `precious` is not a test profile."), "{}", text(&refused));
+    let before = snapshot(dir.path());
+    assert!(before.iter().any(|(p, _, _)| p.ends_with("config.json")));
+    for helper in ["child_cleans", "child_stores_a_node", "child_takes_a_group_profile"] {
+        for name in ["precious", "nope"] {
+            let refused = child(helper, dir.path(), name).output().unwrap();
+            assert!(!refused.status.success(), "{helper} {name}");
+            let expected = match name {
+                "nope" => "profile `nope` does not exist",
+                _ => "specified test profile `precious` is not a test profile.",
+            };
+            assert!(text(&refused).contains(expected), "{helper}: {}", text(&refused));
+            assert_eq!(snapshot(dir.path()), before, "{helper} {name} changed the instance");
+        }
+    }
     assert_eq!(QueryBuilder::nodes().count(&open(dir.path(), "precious")).unwrap(), 1, "its data was touched");
-    assert_eq!(std::fs::read(dir.path().join(".aiida/config.json")).unwrap(), config);
 }
 
 /// Whether `pid` waits for a file lock (a `->` line of /proc/locks).
