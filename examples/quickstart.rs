@@ -17,7 +17,17 @@ fn step<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     Ok(value)
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match quickstart() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn quickstart() -> Result<()> {
     println!("aiida-fixtures quickstart: an isolated AiiDA instance on a temporary PostgreSQL\n");
     let total = Instant::now();
     let cluster = step("start (or join) this run's PostgreSQL server", || Ok(PostgresCluster::shared()?))?;

@@ -4,7 +4,17 @@ use aiida::config::Instance;
 use aiida::orm::data;
 use aiida::storage::Storage;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    match store_int() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn store_int() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [profile, value] = args.as_slice() else { return Err("usage: store_int PROFILE VALUE".into()) };
     let profile = Instance::from_env().load()?.profile(profile)?;
