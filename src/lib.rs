@@ -36,6 +36,7 @@ mod entry_points;
 mod error;
 pub mod fixtures;
 mod profile;
+mod spare;
 
 pub use cluster::{ConfigPsqlDos, DatabaseConfig, PostgresCluster};
 pub use entry_points::EntryPointManager;

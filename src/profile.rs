@@ -9,9 +9,10 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 
 use aiida::config::{Config, Instance, Profile, PsqlDosConfig};
 use aiida::storage::Storage;
-use testpg::{Server, Template, TestDatabase};
+use testpg::{Server, Template};
 
 use crate::error::FixtureError;
+use crate::spare::StorageParts;
 
 /// Environment variable naming an existing test profile to run the tests on.
 pub const TEST_PROFILE_ENV: &str = "AIIDA_TEST_PROFILE";
@@ -140,18 +141,26 @@ pub struct AiidaProfile {
 
 #[derive(Debug)]
 struct ProfileInner {
-    storage: Storage,
+    storage: Option<Storage>,
     instance: AiidaInstance,
     _access: Option<Arc<Access>>,
-    _database: Option<TestDatabase>,
-    _repository: Option<ScratchDir>,
+    /// The database and repository made for this profile, given back when it drops.
+    owned: Option<StorageParts>,
+}
+
+impl Drop for ProfileInner {
+    fn drop(&mut self) {
+        if let (Some(storage), Some(owned)) = (self.storage.take(), self.owned.take()) {
+            owned.give_back(storage);
+        }
+    }
 }
 
 impl Deref for AiidaProfile {
     type Target = Storage;
 
     fn deref(&self) -> &Storage {
-        &self.inner.storage
+        self.inner.storage.as_ref().expect("a profile's storage is there until the profile drops")
     }
 }
 
@@ -174,30 +183,24 @@ impl AiidaProfile {
     pub fn create(instance: &AiidaInstance, options: ProfileOptions) -> Result<AiidaProfile, FixtureError> {
         let name = options.name.unwrap_or_else(|| random_hex(16));
         aiida::config::validate_profile_name(&name)?;
-        let (storage_config, database, repository) = match options.storage {
-            Some(config) => (config, None, None),
+        let email = options.email.unwrap_or_else(|| DEFAULT_EMAIL.to_owned());
+        let (profile, storage, owned) = match options.storage {
+            Some(config) => {
+                let profile = Profile::new(&name, &config, &email).with_test_profile(true);
+                let storage = Storage::initialise(&profile)?;
+                (profile, storage, None)
+            }
             None => {
-                let server = Server::shared()?;
-                let database = server.database(&aiida_template())?;
-                let repository = scratch_dir(&server, "repository")?;
-                (psql_dos(database.connection(), repository.path()), Some(database), Some(repository))
+                let (profile, storage, parts) = StorageParts::for_profile(&name, &email)?;
+                (profile, storage, Some(parts))
             }
         };
-        let email = options.email.unwrap_or_else(|| DEFAULT_EMAIL.to_owned());
-        let profile = Profile::new(&name, &storage_config, &email).with_test_profile(true);
-        let storage = Storage::initialise(&profile)?;
         instance.instance().update(|config| {
             config.add_profile(profile.clone())?;
             config.set_default(&name)
         })?;
         Ok(AiidaProfile {
-            inner: Arc::new(ProfileInner {
-                storage,
-                instance: instance.clone(),
-                _access: None,
-                _database: database,
-                _repository: repository,
-            }),
+            inner: Arc::new(ProfileInner { storage: Some(storage), instance: instance.clone(), _access: None, owned }),
         })
     }
 
@@ -209,13 +212,13 @@ impl AiidaProfile {
         let access = if access { Some(Access::acquire(&instance, name)?) } else { None };
         let storage = Storage::open(&profile)?;
         Ok(AiidaProfile {
-            inner: Arc::new(ProfileInner { storage, instance, _access: access, _database: None, _repository: None }),
+            inner: Arc::new(ProfileInner { storage: Some(storage), instance, _access: access, owned: None }),
         })
     }
 
     /// The profile.
     pub fn profile(&self) -> &Profile {
-        self.inner.storage.profile()
+        self.storage().profile()
     }
 
     /// The profile's name.
@@ -225,7 +228,7 @@ impl AiidaProfile {
 
     /// The open storage.
     pub fn storage(&self) -> &Storage {
-        &self.inner.storage
+        self
     }
 
     /// The instance folder the profile lives in.
@@ -236,7 +239,7 @@ impl AiidaProfile {
     /// Empties the profile's storage (aiida's `reset_storage`): every table but the schema
     /// version and the settings, a new repository container, the default user again.
     pub fn clean(&self) -> Result<(), FixtureError> {
-        Ok(self.inner.storage.clean()?)
+        Ok(self.storage().clean()?)
     }
 }
 

@@ -215,7 +215,10 @@ impl Node {
         }
         let user = match self.user {
             Some(id) => id,
-            None => User::default_user(storage)?.pk(),
+            None => match storage.default_user_id()? {
+                Some(id) => id,
+                None => User::default_user(storage)?.pk(),
+            },
         };
         let mut tree = json!({});
         for (path, content) in &self.files {

@@ -6,7 +6,7 @@ mod schema;
 
 use std::path::PathBuf;
 
-pub(crate) use pg::{Db, Params, params};
+pub(crate) use pg::{Db, Params, literal, params};
 pub use repository::Repository;
 pub use schema::SCHEMA_HEAD;
 use serde_json::Value;
@@ -47,6 +47,12 @@ pub enum StorageError {
     /// The database holds no AiiDA schema.
     #[error("the database of profile `{0}` is not initialised; run `verdi -p {0} storage migrate`")]
     NotInitialised(String),
+    /// A storage was asked to serve a profile with other storage settings.
+    #[error("profile `{profile}` names another database or repository than this open storage")]
+    OtherStorage {
+        /// The profile.
+        profile: String,
+    },
     /// The database holds a schema version we do not know.
     #[error("the database schema is at `{found}`, but this engine reads only `{SCHEMA_HEAD}` (aiida-core 2.x)")]
     SchemaVersion {
@@ -135,6 +141,30 @@ pub fn drop_database(config: &PsqlDosConfig) -> Result<(), StorageError> {
     db.batch(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
 }
 
+/// Empties every data table and restarts its ids at 1, in one batch. DELETE costs little on the
+/// few rows tests store, unlike TRUNCATE's new files per table; the foreign keys are deferred, so
+/// the order does not matter.
+fn empty_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        schema::DATA_TABLES
+            .iter()
+            .map(|t| format!("DELETE FROM {t}; SELECT setval(pg_get_serial_sequence('{t}', 'id'), 1, false);"))
+            .collect()
+    })
+}
+
+/// A statement setting `key` of `db_dbsetting` to the JSON string `value`.
+fn set_setting_sql(key: &str, value: &str, description: &str) -> String {
+    format!(
+        "INSERT INTO db_dbsetting (key, val, description, time) VALUES ({}, {}::jsonb, {}, now())
+         ON CONFLICT (key) DO UPDATE SET val = EXCLUDED.val, time = EXCLUDED.time;",
+        literal(key),
+        literal(&Value::String(value.to_owned()).to_string()),
+        literal(description)
+    )
+}
+
 /// The driver's error with the server's own message (its `Display` says only "db error").
 pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
@@ -165,6 +195,8 @@ pub struct Storage {
     db: Db,
     repository: Repository,
     profile: Profile,
+    /// The default user's id, once known (a clean forgets it).
+    default_user: std::sync::Mutex<Option<i32>>,
 }
 
 /// Counts shown by `verdi storage info`.
@@ -211,48 +243,88 @@ impl Storage {
     fn connect(profile: &Profile) -> Result<Storage, StorageError> {
         let config: PsqlDosConfig = profile.psql_dos()?;
         let db = Db::connect(&config)?;
-        Ok(Storage { db, repository: Repository::new(&config.repository_path()), profile: profile.clone() })
+        Ok(Storage {
+            db,
+            repository: Repository::new(&config.repository_path()),
+            profile: profile.clone(),
+            default_user: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// This open storage, for `profile`, which must name the same database and repository: what a
+    /// test harness does to hand a cleaned storage to the next test without connecting anew.
+    pub fn with_profile(self, profile: &Profile) -> Result<Storage, StorageError> {
+        if profile.psql_dos()? != self.profile.psql_dos()? {
+            return Err(StorageError::OtherStorage { profile: profile.name().to_owned() });
+        }
+        Ok(Storage { profile: profile.clone(), default_user: std::sync::Mutex::new(None), ..self })
     }
 
     /// Brings the storage to the current schema: creates it in an empty database; a database at
     /// another revision is an error. Creates the repository and the default user when missing.
     pub fn migrate(&self) -> Result<(), StorageError> {
-        match self.schema_version()? {
-            None => self.db.transaction(|tx| tx.batch(schema::CREATE))?,
-            Some(v) if v != SCHEMA_HEAD => return Err(StorageError::SchemaVersion { found: v }),
-            Some(_) => {}
-        }
-        if !self.repository.exists() {
-            // A database that already names its container must not be cut off from it.
-            if let Some(Value::String(expected)) = self.setting(REPOSITORY_UUID_KEY)? {
-                return Err(StorageError::RepositoryMissing { path: self.repository.path().to_owned(), expected });
+        let recorded = match self.probe()? {
+            None => {
+                self.db.transaction(|tx| tx.batch(schema::CREATE))?;
+                None
             }
-            let id = self.repository.create()?;
-            self.set_setting(REPOSITORY_UUID_KEY, Value::String(id), "Repository UUID")?;
+            Some((version, _)) if version != SCHEMA_HEAD => return Err(StorageError::SchemaVersion { found: version }),
+            Some((_, recorded)) => recorded,
+        };
+        if self.repository.exists() {
+            self.check_repository_against(recorded)?;
+            return self.ensure_default_user();
         }
-        self.check_repository()?;
-        self.ensure_default_user()
+        // A database that already names its container must not be cut off from it.
+        if let Some(expected) = recorded {
+            return Err(StorageError::RepositoryMissing { path: self.repository.path().to_owned(), expected });
+        }
+        let id = self.repository.create()?;
+        let setting = set_setting_sql(REPOSITORY_UUID_KEY, &id, "Repository UUID");
+        self.with_default_user(&setting)
+    }
+
+    /// The schema version and the recorded repository container, in one round trip; `None` when
+    /// the database holds no schema.
+    fn probe(&self) -> Result<Option<(String, Option<String>)>, StorageError> {
+        let sql = format!(
+            "SELECT (SELECT version_num FROM alembic_version LIMIT 1),
+                    (SELECT val #>> '{{}}' FROM db_dbsetting WHERE key = {})",
+            literal(REPOSITORY_UUID_KEY)
+        );
+        match self.db.simple(&sql) {
+            Ok(rows) => {
+                let row = rows.into_iter().next().unwrap_or_default();
+                let mut values = row.into_iter();
+                let version = values.next().flatten().unwrap_or_default();
+                Ok(Some((version, values.next().flatten())))
+            }
+            Err(StorageError::Query { source, .. })
+                if source.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn schema_version(&self) -> Result<Option<String>, StorageError> {
-        let exists = self.db.query("SELECT to_regclass('alembic_version') IS NOT NULL", params![])?;
-        if !exists[0].get::<_, bool>(0) {
-            return Ok(None);
-        }
-        let rows = self.db.query("SELECT version_num FROM alembic_version", params![])?;
-        Ok(rows.first().map(|r| r.get(0)))
+        Ok(self.probe()?.map(|(version, _)| version))
     }
 
     fn check_repository(&self) -> Result<(), StorageError> {
-        let expected = self.setting(REPOSITORY_UUID_KEY)?;
+        let recorded = self.setting(REPOSITORY_UUID_KEY)?.and_then(|v| v.as_str().map(str::to_owned));
+        self.check_repository_against(recorded)
+    }
+
+    fn check_repository_against(&self, expected: Option<String>) -> Result<(), StorageError> {
         if !self.repository.exists() {
-            let expected =
-                expected.and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| "(none recorded)".into());
+            let expected = expected.unwrap_or_else(|| "(none recorded)".into());
             return Err(StorageError::RepositoryMissing { path: self.repository.path().to_owned(), expected });
         }
         let found = self.repository.container_id()?;
         match expected {
-            Some(Value::String(expected)) if expected != found => {
+            Some(expected) if expected != found => {
                 Err(StorageError::RepositoryMismatch { path: self.repository.path().to_owned(), found, expected })
             }
             _ => Ok(()),
@@ -272,10 +344,32 @@ impl Storage {
     }
 
     fn ensure_default_user(&self) -> Result<(), StorageError> {
-        match self.profile.default_user_email() {
-            Some(email) => self.ensure_user(email),
-            None => Ok(()),
+        self.with_default_user("")
+    }
+
+    /// Runs `sql` (statements without results, may be empty) and makes sure the default user
+    /// exists, in one round trip and one transaction; remembers the default user's id.
+    fn with_default_user(&self, sql: &str) -> Result<(), StorageError> {
+        let Some(email) = self.profile.default_user_email() else {
+            return if sql.is_empty() { Ok(()) } else { self.db.batch(sql) };
+        };
+        let email = literal(email);
+        let rows = self.db.simple(&format!(
+            "{sql} INSERT INTO db_dbuser (email, first_name, last_name, institution) VALUES ({email}, '', '', '')
+             ON CONFLICT (email) DO NOTHING; SELECT id FROM db_dbuser WHERE email = {email}"
+        ))?;
+        let id = rows.first().and_then(|r| r.first().cloned().flatten()).and_then(|id| id.parse().ok());
+        *self.default_user.lock().unwrap_or_else(|e| e.into_inner()) = id;
+        Ok(())
+    }
+
+    /// The id of the profile's default user (created if missing); `None` for a profile without one.
+    pub(crate) fn default_user_id(&self) -> Result<Option<i32>, StorageError> {
+        if let Some(id) = *self.default_user.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(Some(id));
         }
+        self.ensure_default_user()?;
+        Ok(*self.default_user.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Makes sure a user with `email` exists (with empty names if it is new).
@@ -319,25 +413,20 @@ impl Storage {
     /// `db_dbsetting` is emptied, the repository container is replaced by a new one (its id
     /// recorded), and the default user is created again.
     pub fn clean(&self) -> Result<(), StorageError> {
-        // DELETE costs little on the few rows tests store, unlike TRUNCATE's new files per table;
-        // the foreign keys are deferred, so the order does not matter. Ids restart at 1.
-        let delete: String = schema::DATA_TABLES
-            .iter()
-            .map(|t| format!("DELETE FROM {t}; SELECT setval(pg_get_serial_sequence('{t}', 'id'), 1, false);"))
-            .collect();
         // The new container is built first and put in place only after the database committed:
         // a failure on either side leaves the other as it was.
         let staged = self.repository.stage()?;
-        let id = staged.id.clone();
-        self.db.transaction(|tx| {
-            tx.batch(&delete)?;
-            tx.query(
-                SET_SETTING,
-                params![REPOSITORY_UUID_KEY.to_owned(), Value::String(id), "Repository UUID".to_owned()],
-            )
-        })?;
-        self.repository.replace_with(staged)?;
-        self.ensure_default_user()
+        let setting = set_setting_sql(REPOSITORY_UUID_KEY, &staged.id, "Repository UUID");
+        self.with_default_user(&format!("{} {setting}", empty_sql()))?;
+        self.repository.replace_with(staged)
+    }
+
+    /// Empties the storage to what a freshly migrated database holds: no rows in any table but
+    /// the schema version, ids restarting at 1, no repository recorded. The repository folder is
+    /// left as it is. For a harness that hands the database on to be set up anew.
+    pub fn empty(&self) -> Result<(), StorageError> {
+        *self.default_user.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.db.batch(&format!("{} DELETE FROM db_dbsetting;", empty_sql()))
     }
 
     /// The profile this storage belongs to.

@@ -3,11 +3,12 @@
 //! The async driver runs on one private runtime; callers wait on a plain channel, so every call
 //! works from a plain thread and from inside someone else's Tokio runtime alike.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::{NoTls, Row, Statement};
 
 use super::StorageError;
 use crate::config::PsqlDosConfig;
@@ -45,10 +46,15 @@ where
     rx.recv().expect("aiida: a database task panicked")
 }
 
+/// How many prepared statements a connection keeps (queries are built from a few shapes).
+const STATEMENTS_KEPT: usize = 256;
+
 /// One connection. Statements are serialised: a transaction holds the connection until it ends.
+/// Statements are prepared once per connection, so a repeated query is one round trip.
 pub(crate) struct Db {
     client: Arc<tokio_postgres::Client>,
     busy: Mutex<()>,
+    statements: Mutex<HashMap<String, Statement>>,
     target: String,
 }
 
@@ -79,7 +85,7 @@ impl Db {
             Ok::<_, tokio_postgres::Error>(client)
         })
         .map_err(|source| StorageError::Connect { target: target.clone(), source })?;
-        Ok(Db { client: Arc::new(client), busy: Mutex::new(()), target })
+        Ok(Db { client: Arc::new(client), busy: Mutex::new(()), statements: Mutex::new(HashMap::new()), target })
     }
 
     fn lock(&self) -> MutexGuard<'_, ()> {
@@ -93,12 +99,26 @@ impl Db {
     }
 
     fn query_unlocked(&self, sql: &str, params: Params) -> Result<Vec<Row>, StorageError> {
+        let cached = self.statements.lock().unwrap_or_else(|e| e.into_inner()).get(sql).cloned();
         let (client, owned) = (self.client.clone(), sql.to_owned());
-        block(async move {
+        let (rows, prepared) = block(async move {
+            let statement = match cached {
+                Some(statement) => statement,
+                None => client.prepare(&owned).await?,
+            };
             let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-            client.query(&owned, &refs).await
+            let rows = client.query(&statement, &refs).await?;
+            Ok((rows, statement))
         })
-        .map_err(|source| StorageError::Query { sql: abbreviate(sql), source })
+        .map_err(|source| StorageError::Query { sql: abbreviate(sql), source })?;
+        let mut statements = self.statements.lock().unwrap_or_else(|e| e.into_inner());
+        if !statements.contains_key(sql) {
+            if statements.len() >= STATEMENTS_KEPT {
+                statements.clear();
+            }
+            statements.insert(sql.to_owned(), prepared);
+        }
+        Ok(rows)
     }
 
     /// Runs one or more statements without parameters.
@@ -111,6 +131,25 @@ impl Db {
         let (client, owned) = (self.client.clone(), sql.to_owned());
         block(async move { client.batch_execute(&owned).await })
             .map_err(|source| StorageError::Query { sql: abbreviate(sql), source })
+    }
+
+    /// Runs one or more statements without parameters, as one transaction (PostgreSQL's simple
+    /// query protocol: one round trip); returns the rows of every statement that returns any, as
+    /// text.
+    pub(crate) fn simple(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, StorageError> {
+        let _busy = self.lock();
+        let (client, owned) = (self.client.clone(), sql.to_owned());
+        let messages = block(async move { client.simple_query(&owned).await })
+            .map_err(|source| StorageError::Query { sql: abbreviate(sql), source })?;
+        Ok(messages
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => {
+                    Some((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect())
+                }
+                _ => None,
+            })
+            .collect())
     }
 
     /// Runs `f` in a transaction: committed when it returns `Ok`, rolled back otherwise (also
@@ -157,11 +196,30 @@ impl Tx<'_> {
     }
 }
 
-fn abbreviate(sql: &str) -> String {
+/// `text` as an SQL string literal (PostgreSQL's `quote_literal`: quotes doubled, and an `E''`
+/// string with doubled backslashes when there are any, whatever `standard_conforming_strings` is).
+pub(crate) fn literal(text: &str) -> String {
+    let quoted = text.replace('\'', "''");
+    if quoted.contains('\\') { format!("E'{}'", quoted.replace('\\', "\\\\")) } else { format!("'{quoted}'") }
+}
+
+pub(crate) fn abbreviate(sql: &str) -> String {
     let one_line = sql.split_whitespace().collect::<Vec<_>>().join(" ");
     if one_line.chars().count() > 120 {
         format!("{}...", one_line.chars().take(117).collect::<String>())
     } else {
         one_line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::literal;
+
+    #[test]
+    fn literals_quote_quotes_and_backslashes() {
+        assert_eq!(literal("a@b"), "'a@b'");
+        assert_eq!(literal("o'hara"), "'o''hara'");
+        assert_eq!(literal(r"back\'slash"), r"E'back\\''slash'");
     }
 }
