@@ -88,6 +88,7 @@ impl Cluster {
     /// in `dir/server.log`).
     pub fn start(binaries: &Binaries, dir: impl Into<PathBuf>, options: &ClusterOptions) -> Result<Cluster> {
         let dir = dir.into();
+        start_timeout()?;
         let user = os::server_user()?;
         os::make_dir(&dir, 0o755, None)?;
         let data = dir.join("data");
@@ -204,19 +205,40 @@ pub(crate) fn base_dir() -> PathBuf {
     std::env::temp_dir().join(name)
 }
 
+/// [`base_dir`], refusing a relative `TESTPG_DIR` (every process of a run must find the same one).
+pub(crate) fn base_dir_setting() -> Result<PathBuf> {
+    let dir = base_dir();
+    if dir.is_relative() {
+        return Err(Error::BadSetting {
+            name: DIR_ENV,
+            value: dir.to_string_lossy().into_owned(),
+            expected: "an absolute path to a folder of your own (made if missing), e.g. /dev/shm/testpg",
+        });
+    }
+    Ok(dir)
+}
+
 /// A cluster made by `initdb` for these binaries, made once and kept under the base folder.
 fn cached_initdb(binaries: &Binaries, user: Option<ServerUser>) -> Result<PathBuf> {
-    let cache = base_dir().join("cache");
+    let cache = crate::trust::subdir(&crate::trust::base()?, "cache")?;
     let name = format!("pg{}-{:012x}", binaries.version(), crate::hash(&binaries.dir().to_string_lossy()) >> 16);
     let done = cache.join(&name);
-    if done.join("PG_VERSION").is_file() {
+    // Made by us and given to the server user (or kept by us when we are not root): nothing else.
+    let owners: Vec<u32> = [Some(os::euid()), user.map(|u| u.uid)].into_iter().flatten().collect();
+    let ready = || -> Result<bool> {
+        if os::is_missing(&done) {
+            return Ok(false);
+        }
+        os::check_ours(&done, &owners)?;
+        Ok(done.join("PG_VERSION").is_file())
+    };
+    if ready()? {
         return Ok(done);
     }
-    os::make_dir(&cache, 0o755, None)?;
     let lock_path = cache.join(format!("{name}.lock"));
-    let lock = fs::File::create(&lock_path).map_err(Error::io("create", &lock_path))?;
+    let lock = os::create_file(&lock_path, 0o644).map_err(Error::io("create", &lock_path))?;
     lock.lock().map_err(Error::io("lock", &lock_path))?;
-    if done.join("PG_VERSION").is_file() {
+    if ready()? {
         return Ok(done);
     }
     let partial = cache.join(format!("{name}.partial-{}", std::process::id()));
@@ -275,7 +297,7 @@ fn launch(
     user: Option<ServerUser>,
 ) -> Result<Child> {
     let log_path = dir.join("server.log");
-    let log = fs::File::create(&log_path).map_err(Error::io("create", &log_path))?;
+    let log = os::create_file(&log_path, 0o644).map_err(Error::io("create", &log_path))?;
     let mut cmd = Command::new(binaries.tool("postgres"));
     cmd.arg("-D").arg(dir.join("data")).arg("-k").arg(dir.join("socket")).arg("-p").arg(port.to_string());
     let listen = if options.tcp { "127.0.0.1" } else { "" };
@@ -309,16 +331,30 @@ fn launch(
     }
 }
 
-fn start_timeout() -> Duration {
-    let secs = std::env::var("TESTPG_START_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
-    Duration::from_secs(secs)
+/// Environment variable: seconds to wait for a launched server to be ready (default 60).
+pub(crate) const START_TIMEOUT_ENV: &str = "TESTPG_START_TIMEOUT";
+
+/// `TESTPG_START_TIMEOUT`, or 60 s when it is unset or empty.
+pub(crate) fn start_timeout() -> Result<Duration> {
+    let value = std::env::var(START_TIMEOUT_ENV).unwrap_or_default();
+    if value.is_empty() {
+        return Ok(Duration::from_secs(60));
+    }
+    match value.trim().parse::<u64>() {
+        Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+        _ => Err(Error::BadSetting {
+            name: START_TIMEOUT_ENV,
+            value,
+            expected: "a whole number of seconds above 0, e.g. 60",
+        }),
+    }
 }
 
 /// Waits until line 8 of `postmaster.pid` reads `ready`, or the server exits, or the deadline.
 fn wait_ready(child: &mut Child, dir: &Path) -> Result<()> {
     let pid_file = dir.join("data").join("postmaster.pid");
     let log = dir.join("server.log");
-    let timeout = start_timeout();
+    let timeout = start_timeout()?;
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(text) = fs::read_to_string(&pid_file)

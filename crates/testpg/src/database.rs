@@ -148,6 +148,10 @@ impl Server {
     /// Taken from the warm pool the keeper refills in the background when one is there, cloned
     /// on the spot otherwise. Nothing stored in it is visible in any other database.
     pub fn database(self: &Arc<Self>, template: &Template) -> Result<TestDatabase> {
+        self.run_ended(self.database_pooled(template))
+    }
+
+    fn database_pooled(self: &Arc<Self>, template: &Template) -> Result<TestDatabase> {
         let hash = template.hash();
         self.ensure_template(template, &hash)?;
         let client = self.client()?;
@@ -161,6 +165,10 @@ impl Server {
 
     /// A new database cloned from `template` without the pool (what a pool miss costs).
     pub fn database_unpooled(self: &Arc<Self>, template: &Template) -> Result<TestDatabase> {
+        self.run_ended(self.clone_unpooled(template))
+    }
+
+    fn clone_unpooled(self: &Arc<Self>, template: &Template) -> Result<TestDatabase> {
         let hash = template.hash();
         self.ensure_template(template, &hash)?;
         let client = self.client()?;

@@ -82,6 +82,57 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A folder we would use (the base folder, or one below it) is not ours: another user could
+    /// have planted it, and whatever it leads to would be changed or removed by us.
+    #[error("`{path}` is not ours ({detail}): remove it, or set TESTPG_DIR to a folder of your own")]
+    NotOurs {
+        /// The folder (not followed when it is a symlink).
+        path: PathBuf,
+        /// What it is: owner, mode, whether it is a symlink.
+        detail: String,
+    },
+
+    /// A folder above the base folder can be changed by another user, who could then swap the
+    /// base folder for one of theirs.
+    #[error(
+        "`{path}` (above testpg's folder {base}) can be changed by other users ({detail}): \
+         set TESTPG_DIR to a folder whose parents only you and root can change"
+    )]
+    UnsafeParent {
+        /// The folder above.
+        path: PathBuf,
+        /// The base folder.
+        base: PathBuf,
+        /// Its owner and mode.
+        detail: String,
+    },
+
+    /// An environment variable of ours has a value we cannot use.
+    #[error("{name}=`{value}` is not valid: expected {expected}")]
+    BadSetting {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What it should hold.
+        expected: &'static str,
+    },
+
+    /// The run ended (its owner process exited), so its keeper stopped the server, while this
+    /// process still used it.
+    #[error(
+        "the run's PostgreSQL server was stopped because its run ended: the run's owner (pid {owner}) \
+         exited, and the keeper then stopped the server and removed {run_dir}; to keep the server for \
+         as long as you use it, set TESTPG_RUN_OWNER to the pid of a process that lives as long as \
+         the run, such as the script's shell (`export TESTPG_RUN_OWNER=$$`)"
+    )]
+    RunEnded {
+        /// The run's folder.
+        run_dir: PathBuf,
+        /// The pid of the run's owner.
+        owner: u32,
+    },
+
     /// A query or connection failed.
     #[error("PostgreSQL at {target}: {}", describe(source))]
     Postgres {

@@ -70,7 +70,7 @@ impl Resource {
 
 fn run(run_dir: PathBuf) -> Result<()> {
     let keeper_lock_path = run_dir.join("keeper.lock");
-    let keeper_lock = File::create(&keeper_lock_path).map_err(Error::io("create", &keeper_lock_path))?;
+    let keeper_lock = os::create_file(&keeper_lock_path, 0o644).map_err(Error::io("create", &keeper_lock_path))?;
     keeper_lock.lock().map_err(Error::io("lock", &keeper_lock_path))?;
     let started = parse_owner().and_then(|owner| {
         let fd = match os::pidfd(owner.pid) {
@@ -181,8 +181,17 @@ fn start_container() -> Result<(Resource, ConnectionInfo, String)> {
     Err(Error::Backend("testcontainers".into(), "build with the cargo feature `testcontainers` of testpg"))
 }
 
-fn pool_size() -> usize {
-    std::env::var(POOL_SIZE_ENV).ok().and_then(|s| s.parse().ok()).unwrap_or(4)
+/// `TESTPG_POOL_SIZE`, or 4 when it is unset or empty.
+pub(crate) fn pool_size() -> Result<usize> {
+    let value = std::env::var(POOL_SIZE_ENV).unwrap_or_default();
+    if value.is_empty() {
+        return Ok(4);
+    }
+    value.trim().parse().map_err(|_| Error::BadSetting {
+        name: POOL_SIZE_ENV,
+        value,
+        expected: "a whole number of ready databases per template, e.g. 4 (0: none)",
+    })
 }
 
 /// Serves the run until its owner ends (or we are told to stop, or the server dies).
@@ -205,7 +214,8 @@ async fn serve(state: State, owner_fd: OwnedFd, mut resource: Resource) -> Resou
     let mut pool = Pool {
         client,
         prefix: state.prefix.clone(),
-        size: pool_size(),
+        // Checked by the process that started us.
+        size: pool_size().unwrap_or(4),
         version: 0,
         handed_back: Vec::new(),
         waiting_since: None,
@@ -389,7 +399,7 @@ pub(crate) async fn drop_prefixed(admin: &ConnectionInfo, prefix: &str) -> Resul
 
 fn teardown(run_dir: &Path, state: &State, resource: Resource) -> Result<()> {
     // Wait for anyone attaching right now, then take the folder away from under the lock.
-    let lock = File::open(run_dir.join("lock")).ok();
+    let lock = os::open_file(&run_dir.join("lock")).ok();
     if let Some(lock) = &lock {
         let _ = lock.lock();
     }

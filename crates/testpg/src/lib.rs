@@ -45,13 +45,15 @@
 //! | `TESTPG_BIN_DIR` | folder holding `initdb` and `postgres` |
 //! | `TESTPG_URL` | use this server instead of launching one |
 //! | `TESTPG_BACKEND` | `launched`, `url` or `testcontainers` |
-//! | `TESTPG_RUN_ID` | share one server among the processes that set the same id |
-//! | `TESTPG_RUN_OWNER` | pid whose end ends a `TESTPG_RUN_ID` run (default: the parent) |
-//! | `TESTPG_DIR` | where servers, caches and run folders live (default `/dev/shm/testpg-<uid>`) |
+//! | `TESTPG_RUN_ID` | share one server among all processes that set the same id (any text), whoever starts them; takes precedence over nextest's run |
+//! | `TESTPG_RUN_OWNER` | with `TESTPG_RUN_ID`: the pid of the process whose end ends the run (it must be running). The process that starts the run's server (the first to attach) decides; default: that process's parent. When the owner exits, the keeper stops the server and removes the run's folder, and processes still using it get [`Error::RunEnded`]; in a script, `export TESTPG_RUN_OWNER=$$` keeps the server until the script ends |
+//! | `TESTPG_DIR` | where servers, caches and run folders live (default `/dev/shm/testpg-<uid>`); an absolute path. It and everything below must be ours: a folder owned by another user, writable by others or a symlink is refused ([`Error::NotOurs`]) |
 //! | `TESTPG_OS_USER` | the user to run PostgreSQL as when we are root (default `postgres`) |
-//! | `TESTPG_POOL_SIZE` | ready clones kept per template (default 4) |
+//! | `TESTPG_POOL_SIZE` | ready clones kept per template: a whole number (default 4) |
 //! | `TESTPG_DOWNLOAD` | `0` disables the download fallback, else a version requirement |
-//! | `TESTPG_START_TIMEOUT` | seconds to wait for a server to be ready (default 60) |
+//! | `TESTPG_START_TIMEOUT` | seconds to wait for a server to be ready: a whole number above 0 (default 60) |
+//!
+//! Values that cannot be used are reported by [`Server::shared`] as [`Error::BadSetting`].
 
 #![warn(missing_docs)]
 
@@ -64,6 +66,7 @@ mod error;
 mod keeper;
 mod os;
 mod run;
+mod trust;
 
 pub use binaries::{BIN_DIR_ENV, Binaries, DOWNLOAD_ENV};
 pub use cluster::{Cluster, ClusterOptions, DIR_ENV, SUPERUSER};

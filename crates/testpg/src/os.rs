@@ -1,10 +1,11 @@
-//! Small Unix helpers: the unprivileged server user, ownership, process identity and liveness.
+//! Small Unix helpers: the unprivileged server user, ownership, folders made and removed without
+//! following symlinks, process identity and liveness.
 
 use std::ffi::CString;
-use std::fs;
+use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -20,8 +21,7 @@ pub(crate) struct ServerUser {
 pub(crate) const OS_USER_ENV: &str = "TESTPG_OS_USER";
 
 pub(crate) fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    euid() == 0
 }
 
 /// The user to run the server as: `None` when we are not root (the server runs as us), otherwise
@@ -55,49 +55,151 @@ pub(crate) fn give_to(path: &Path, user: Option<ServerUser>) -> Result<()> {
     Ok(())
 }
 
-/// Creates `path` with `mode`, owned by `user` when given. Missing parents are made `0755`
-/// whatever the umask, so that the server's user can reach what lies below them.
+/// Our effective user id: the owner of everything we create.
+pub(crate) fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// Opens folder `path`; a symlink in its place is refused (`ELOOP`), not followed.
+pub(crate) fn open_dir(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW).open(path)
+}
+
+/// Opens file `path` for reading; a symlink in its place is refused, not followed.
+pub(crate) fn open_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)
+}
+
+/// Creates (or truncates) file `path` with `mode` (for a new file, less the umask); a symlink in
+/// its place is refused, not followed.
+pub(crate) fn create_file(path: &Path, mode: u32) -> io::Result<File> {
+    OpenOptions::new().write(true).create(true).truncate(true).mode(mode).custom_flags(libc::O_NOFOLLOW).open(path)
+}
+
+/// Why `meta` (from `lstat`) is not a folder that only its owner can change, owned by one of
+/// `owners`: `None` when it is one.
+pub(crate) fn not_ours(meta: &fs::Metadata, owners: &[u32]) -> Option<String> {
+    let what = if meta.file_type().is_symlink() {
+        "a symlink, "
+    } else if !meta.is_dir() {
+        "not a folder, "
+    } else if !owners.contains(&meta.uid()) || meta.mode() & 0o022 != 0 {
+        ""
+    } else {
+        return None;
+    };
+    Some(format!("{what}owner uid {}, mode {:04o}", meta.uid(), meta.mode() & 0o7777))
+}
+
+/// Checks that `path` itself (not what a symlink there points to) is a folder owned by one of
+/// `owners` that nobody else can change.
+pub(crate) fn check_ours(path: &Path, owners: &[u32]) -> Result<()> {
+    let meta = fs::symlink_metadata(path).map_err(Error::io("look at", path))?;
+    match not_ours(&meta, owners) {
+        Some(detail) => Err(Error::NotOurs { path: path.to_owned(), detail }),
+        None => Ok(()),
+    }
+}
+
+/// Whether nothing (not even a dangling symlink) is at `path`.
+pub(crate) fn is_missing(path: &Path) -> bool {
+    matches!(fs::symlink_metadata(path), Err(e) if e.kind() == io::ErrorKind::NotFound)
+}
+
+/// Makes folder `path` with exactly `mode` (whatever the umask) and gives it to `user`, when
+/// given. Missing parents are made `0755`, so that the server's user can reach what lies below.
+///
+/// Only what this call creates is changed, through a descriptor opened without following
+/// symlinks and checked to be ours. An existing `path` is left as it is and must be a folder of
+/// ours (not a symlink, not writable by others); existing parents are left alone (callers check
+/// the folders they rely on, see `trust`).
 pub(crate) fn make_dir(path: &Path, mode: u32, user: Option<ServerUser>) -> Result<()> {
     let missing: Vec<&Path> =
-        path.ancestors().skip(1).take_while(|p| !p.as_os_str().is_empty() && !p.exists()).collect();
+        path.ancestors().skip(1).take_while(|p| !p.as_os_str().is_empty() && is_missing(p)).collect();
     for parent in missing.into_iter().rev() {
-        match fs::create_dir(parent) {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(Error::io("create folder", parent)(e)),
-            _ => fs::set_permissions(parent, fs::Permissions::from_mode(0o755))
-                .map_err(Error::io("set permissions of", parent))?,
-        }
+        create_dir(parent, 0o755)?;
     }
-    fs::create_dir_all(path).map_err(Error::io("create folder", path))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(Error::io("set permissions of", path))?;
-    give_to(path, user)
+    match create_dir(path, mode)? {
+        Some(dir) => {
+            if let Some(u) = user {
+                std::os::unix::fs::fchown(&dir, Some(u.uid), Some(u.gid))
+                    .map_err(Error::io("change owner of", path))?;
+            }
+            Ok(())
+        }
+        None => check_ours(path, &[euid()]),
+    }
+}
+
+/// Makes folder `path` with exactly `mode`; `None` when something was there already (untouched).
+fn create_dir(path: &Path, mode: u32) -> Result<Option<File>> {
+    match fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(None),
+        Err(e) => return Err(Error::io("create folder", path)(e)),
+    }
+    // What we open is what we made, unless someone swapped it in the meantime: then it is not ours.
+    let dir = open_dir(path).map_err(Error::io("open folder", path))?;
+    let meta = dir.metadata().map_err(Error::io("look at", path))?;
+    if meta.uid() != euid() {
+        return Err(Error::NotOurs { path: path.to_owned(), detail: not_ours(&meta, &[]).unwrap_or_default() });
+    }
+    dir.set_permissions(fs::Permissions::from_mode(mode)).map_err(Error::io("set permissions of", path))?;
+    Ok(Some(dir))
 }
 
 /// Copies the folder tree `from` into the new folder `to`, keeping modes and giving every entry to
 /// `user`. PostgreSQL clusters hold only files, folders and (rarely) symlinks.
+///
+/// `from` may belong to the server user, who could swap its entries for symlinks while we copy:
+/// entries are reached through the descriptor of their (already opened) folder and opened without
+/// following symlinks. The copy is ours until it is complete, then given away from the leaves up,
+/// so that no path we still use passes through a folder the server user could change.
 pub(crate) fn copy_tree(from: &Path, to: &Path, user: Option<ServerUser>) -> Result<()> {
-    let meta = fs::symlink_metadata(from).map_err(Error::io("read", from))?;
-    fs::create_dir(to).map_err(Error::io("create folder", to))?;
-    fs::set_permissions(to, meta.permissions()).map_err(Error::io("set permissions of", to))?;
-    give_to(to, user)?;
-    for entry in fs::read_dir(from).map_err(Error::io("read folder", from))? {
+    let source = open_dir(from).map_err(Error::io("open folder", from))?;
+    copy_dir(&source, from, to, user)
+}
+
+fn copy_dir(source: &File, from: &Path, to: &Path, user: Option<ServerUser>) -> Result<()> {
+    let meta = source.metadata().map_err(Error::io("read", from))?;
+    fs::DirBuilder::new().mode(0o700).create(to).map_err(Error::io("create folder", to))?;
+    // The folder's entries, reached through its descriptor, never through a path the owner of
+    // `from` could change.
+    let by_fd = Path::new("/proc/self/fd").join(source.as_raw_fd().to_string());
+    for entry in fs::read_dir(&by_fd).map_err(Error::io("read folder", from))? {
         let entry = entry.map_err(Error::io("read folder", from))?;
-        let (src, dst) = (entry.path(), to.join(entry.file_name()));
-        let kind = entry.file_type().map_err(Error::io("read", &src))?;
+        let (name, dst) = (entry.file_name(), to.join(entry.file_name()));
+        let (src, shown) = (by_fd.join(&name), from.join(&name));
+        let kind = entry.file_type().map_err(Error::io("read", &shown))?;
         if kind.is_dir() {
-            copy_tree(&src, &dst, user)?;
+            let sub = open_dir(&src).map_err(Error::io("open folder", &shown))?;
+            copy_dir(&sub, &shown, &dst, user)?;
         } else if kind.is_symlink() {
-            let target = fs::read_link(&src).map_err(Error::io("read link", &src))?;
+            let target = fs::read_link(&src).map_err(Error::io("read link", &shown))?;
             std::os::unix::fs::symlink(target, &dst).map_err(Error::io("create link", &dst))?;
             give_to(&dst, user)?;
         } else {
-            fs::copy(&src, &dst).map_err(Error::io("copy", &src))?;
+            let mut input = open_file(&src).map_err(Error::io("open", &shown))?;
+            let mode = input.metadata().map_err(Error::io("read", &shown))?.mode() & 0o7777;
+            let mut output = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&dst)
+                .map_err(Error::io("create", &dst))?;
+            io::copy(&mut input, &mut output).map_err(Error::io("copy", &shown))?;
+            output.set_permissions(fs::Permissions::from_mode(mode)).map_err(Error::io("set permissions of", &dst))?;
             give_to(&dst, user)?;
         }
     }
-    Ok(())
+    fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))
+        .map_err(Error::io("set permissions of", to))?;
+    give_to(to, user)
 }
 
-/// Removes a folder tree; a missing folder is fine.
+/// Removes a folder tree; a missing folder is fine. Symlinks are removed, never followed, also
+/// in `path`'s place (std's `remove_dir_all` since Rust 1.58; see the test below).
 pub(crate) fn remove_tree(path: &Path) -> Result<()> {
     match fs::remove_dir_all(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path)(e)),
@@ -183,9 +285,9 @@ pub(crate) fn writable(path: &Path) -> bool {
     unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
 }
 
-/// The inode of `path`, to tell whether a lock file was replaced while we waited for it.
+/// The inode of `path` itself, to tell whether a lock file was replaced while we waited for it.
 pub(crate) fn inode(path: &Path) -> Option<u64> {
-    fs::metadata(path).ok().map(|m| m.ino())
+    fs::symlink_metadata(path).ok().map(|m| m.ino())
 }
 
 /// `bytes` random bytes from the kernel, as lowercase hex.
@@ -200,4 +302,50 @@ pub(crate) fn random_hex(bytes: usize) -> String {
         }
     }
     buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("testpg-unit-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn remove_tree_removes_symlinks_without_following_them() {
+        let dir = scratch("remove");
+        let target = dir.join("target");
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("keep"), "x").unwrap();
+        std::os::unix::fs::symlink(&target, dir.join("link")).unwrap();
+        fs::create_dir(dir.join("tree")).unwrap();
+        std::os::unix::fs::symlink(&target, dir.join("tree").join("inner")).unwrap();
+        remove_tree(&dir.join("link")).unwrap();
+        remove_tree(&dir.join("tree")).unwrap();
+        assert!(is_missing(&dir.join("link")) && is_missing(&dir.join("tree")));
+        assert_eq!(fs::read_to_string(target.join("keep")).unwrap(), "x");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn make_dir_refuses_a_symlink_and_leaves_existing_parents_alone() {
+        let dir = scratch("make");
+        let target = dir.join("target");
+        fs::create_dir(&target).unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink(&target, dir.join("link")).unwrap();
+        let err = make_dir(&dir.join("link"), 0o755, None).unwrap_err();
+        assert!(matches!(err, Error::NotOurs { .. }), "{err}");
+        assert!(err.to_string().contains("a symlink"), "{err}");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o711)).unwrap();
+        make_dir(&dir.join("new").join("deeper"), 0o700, None).unwrap();
+        let mode = |p: &Path| fs::symlink_metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!((mode(&dir), mode(&dir.join("new")), mode(&dir.join("new/deeper"))), (0o711, 0o755, 0o700));
+        assert_eq!(mode(&target), 0o700);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -2,7 +2,7 @@
 //! otherwise. A *keeper* process owns it and stops it when the run's owner ends, however it ends.
 
 use std::collections::HashSet;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::binaries::{BIN_DIR_ENV, Binaries};
 use crate::client::Client;
-use crate::cluster::base_dir;
 use crate::conn::ConnectionInfo;
 use crate::error::{Error, Result};
 use crate::os::{self, ProcessId};
+use crate::trust;
 
 /// Environment variable with the URL of an existing server to use instead of launching one.
 pub const URL_ENV: &str = "TESTPG_URL";
@@ -144,7 +144,19 @@ impl Server {
     /// Runs `sql` (one or more statements) as the admin role on the maintenance database, e.g. to
     /// create roles or databases of one's own.
     pub fn execute(&self, sql: &str) -> Result<()> {
-        self.client()?.query(sql).map(drop)
+        self.run_ended(self.client().and_then(|c| c.query(sql)).map(drop))
+    }
+
+    /// `result`, unless it failed because the run ended (its keeper is gone, and with it the
+    /// server): then [`Error::RunEnded`], which says why and what to do, instead of the driver's
+    /// bare "connection closed".
+    pub(crate) fn run_ended<T>(&self, result: Result<T>) -> Result<T> {
+        match result {
+            Err(Error::Postgres { .. }) if !keeper_alive(&self.run_dir) => {
+                Err(Error::RunEnded { run_dir: self.run_dir.clone(), owner: self.state.owner.pid })
+            }
+            other => other,
+        }
     }
 
     /// The process-wide connection to the maintenance database.
@@ -169,24 +181,35 @@ pub const RUN_ID_ENV: &str = "TESTPG_RUN_ID";
 pub const RUN_OWNER_ENV: &str = "TESTPG_RUN_OWNER";
 
 /// The run's key (the name of its folder) and the process whose end ends the run.
-fn run_key() -> (String, ProcessId) {
+fn run_key() -> Result<(String, ProcessId)> {
     let me = ProcessId::current();
     if let Ok(id) = std::env::var(RUN_ID_ENV)
         && !id.is_empty()
     {
-        let owner_pid = std::env::var(RUN_OWNER_ENV).ok().and_then(|p| p.parse().ok());
-        let owner = owner_pid.or_else(|| os::parent_of(me.pid)).and_then(ProcessId::of).unwrap_or(me);
+        let owner = match std::env::var(RUN_OWNER_ENV).unwrap_or_default() {
+            value if value.is_empty() => os::parent_of(me.pid).and_then(ProcessId::of).unwrap_or(me),
+            value => value.trim().parse().ok().and_then(ProcessId::of).ok_or(Error::BadSetting {
+                name: RUN_OWNER_ENV,
+                value,
+                expected: "the pid of a running process that lives as long as the run, e.g. `$$` in a script",
+            })?,
+        };
         let safe = id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') && id.len() <= 64;
         let id = if safe { id } else { format!("{:016x}", crate::hash(&id)) };
-        return (format!("run-{id}"), owner);
+        return Ok((format!("run-{id}"), owner));
     }
     if let Ok(run_id) = std::env::var("NEXTEST_RUN_ID")
         && !run_id.is_empty()
         && let Some(owner) = nextest_process(me.pid)
     {
-        return (format!("nextest-{run_id}"), owner);
+        return Ok((format!("nextest-{run_id}"), owner));
     }
-    (format!("pid-{}-{}", me.pid, me.start), me)
+    Ok((format!("pid-{}-{}", me.pid, me.start), me))
+}
+
+/// Whether `name` is the name of a run's folder (see [`run_key`]).
+fn is_run_key(name: &str) -> bool {
+    ["run-", "nextest-", "pid-"].iter().any(|p| name.starts_with(p))
 }
 
 /// The `cargo-nextest` process above us (tests may run in a subprocess of a test).
@@ -202,14 +225,20 @@ fn nextest_process(mut pid: u32) -> Option<ProcessId> {
 
 fn attach() -> Result<Server> {
     let backend = Backend::from_env()?;
-    let (key, owner) = run_key();
-    let runs = base_dir().join("runs");
-    os::make_dir(&runs, 0o755, None)?;
-    let run_dir = runs.join(&key);
+    // Settings the keeper uses, checked here so that a mistake is reported to the caller.
+    crate::keeper::pool_size()?;
+    crate::cluster::start_timeout()?;
+    let (key, owner) = run_key()?;
+    let runs = trust::subdir(&trust::base()?, "runs")?;
     loop {
-        os::make_dir(&run_dir, 0o755, None)?;
+        let run_dir = match trust::subdir(&runs, &key) {
+            Ok(dir) => dir,
+            // A finishing keeper removed the folder between our making and checking it.
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         let lock_path = run_dir.join("lock");
-        let lock = match File::create(&lock_path) {
+        let lock = match os::create_file(&lock_path, 0o644) {
             Ok(lock) => lock,
             // A sweeper or a finishing keeper removed the fresh folder before we could lock it.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -258,11 +287,7 @@ pub(crate) fn write_state(run_dir: &Path, state: &State) -> Result<()> {
     let tmp = run_dir.join("state.json.tmp");
     let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
     // Private: it may hold the password of a TESTPG_URL server.
-    let mut file = {
-        use std::os::unix::fs::OpenOptionsExt;
-        fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)
-    }
-    .map_err(Error::io("write", &tmp))?;
+    let mut file = os::create_file(&tmp, 0o600).map_err(Error::io("write", &tmp))?;
     std::io::Write::write_all(&mut file, &bytes).map_err(Error::io("write", &tmp))?;
     fs::rename(&tmp, run_dir.join("state.json")).map_err(Error::io("rename", &tmp))
 }
@@ -270,7 +295,7 @@ pub(crate) fn write_state(run_dir: &Path, state: &State) -> Result<()> {
 /// Whether a keeper holds the run's `keeper.lock` (a lock dies with its process, so this cannot
 /// be fooled by a reused pid).
 pub(crate) fn keeper_alive(run_dir: &Path) -> bool {
-    let Ok(file) = File::open(run_dir.join("keeper.lock")) else {
+    let Ok(file) = os::open_file(&run_dir.join("keeper.lock")) else {
         return false;
     };
     match file.try_lock() {
@@ -303,7 +328,8 @@ fn clean_run(run_dir: &Path, keep_lock: bool) {
             continue;
         }
         let path = entry.path();
-        let _ = if path.is_dir() {
+        // The entry itself (a symlink is removed, not followed).
+        let _ = if entry.file_type().is_ok_and(|t| t.is_dir()) {
             os::remove_tree(&path)
         } else {
             fs::remove_file(&path).map_err(Error::io("remove", &path))
@@ -316,26 +342,43 @@ fn clean_run(run_dir: &Path, keep_lock: bool) {
 
 /// Removes the folders of runs whose keeper died without cleaning up (e.g. killed with SIGKILL
 /// together with everything else).
+///
+/// Only what is provably a run of ours goes. `runs` and the base folder above it were checked to
+/// be folders of ours that nobody else can write to (see `trust`), so every entry of `runs` was
+/// made by a process running as us (or by root); an entry is then taken for a run only when it
+/// is named like one, is itself (`lstat`, no symlink followed) a folder owned by us that nobody
+/// else can write to, and holds a regular file `lock` owned by us, which `attach` makes right
+/// after the folder. Such a folder whose `lock` nobody holds and whose keeper is gone is removed;
+/// an old one without `lock` (its maker died in between) is removed only if it is empty.
 fn sweep_dead_runs(runs: &Path, ours: &str) {
     let Ok(entries) = fs::read_dir(runs) else {
         return;
     };
+    let me = os::euid();
     for entry in entries.flatten() {
         let dir = entry.path();
-        if entry.file_name() == ours || keeper_alive(&dir) {
+        let name = entry.file_name();
+        if name == ours || !is_run_key(&name.to_string_lossy()) || os::check_ours(&dir, &[me]).is_err() {
             continue;
         }
-        let Ok(lock) = File::open(dir.join("lock")) else {
+        if keeper_alive(&dir) {
+            continue;
+        }
+        let lock_path = dir.join("lock");
+        let Ok(lock) = os::open_file(&lock_path) else {
             // A folder without its lock is either being made right now or a leftover: only an
-            // old one is removed.
-            let old = fs::metadata(&dir)
+            // old, empty one is removed (`remove_dir` removes nothing else).
+            let old = fs::symlink_metadata(&dir)
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| t.elapsed().unwrap_or_default().as_secs() > 60);
             if old {
-                let _ = os::remove_tree(&dir);
+                let _ = fs::remove_dir(&dir);
             }
             continue;
         };
+        if !lock.metadata().is_ok_and(|m| m.is_file() && m.uid() == me) {
+            continue;
+        }
         // Somebody holding the run lock is starting a keeper there right now; and a keeper may
         // have started between our first look and taking the lock.
         if lock.try_lock().is_ok() && !keeper_alive(&dir) {
@@ -358,7 +401,7 @@ fn spawn_keeper(run_dir: &Path, owner: ProcessId, backend: Backend) -> Result<St
         Backend::Testcontainers => {}
     }
     let log_path = run_dir.join("keeper.log");
-    let log = File::create(&log_path).map_err(Error::io("create", &log_path))?;
+    let log = os::create_file(&log_path, 0o644).map_err(Error::io("create", &log_path))?;
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
     // SAFETY: setsid is async-signal-safe. Its own session keeps the keeper out of the test
     // runner's process group, which a runner signals on timeouts: the keeper must outlive tests.

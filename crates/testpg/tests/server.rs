@@ -359,6 +359,23 @@ fn bad_configuration_gives_clear_errors() {
             "docker",
             "TESTPG_BACKEND=docker is not available: choose `launched`, `url` or `testcontainers`",
         ),
+        (
+            "TESTPG_POOL_SIZE",
+            "abc",
+            "TESTPG_POOL_SIZE=`abc` is not valid: expected a whole number of ready databases per template",
+        ),
+        ("TESTPG_START_TIMEOUT", "abc", "TESTPG_START_TIMEOUT=`abc` is not valid: expected a whole number of seconds"),
+        (
+            "TESTPG_START_TIMEOUT",
+            "0",
+            "TESTPG_START_TIMEOUT=`0` is not valid: expected a whole number of seconds above 0",
+        ),
+        (
+            "TESTPG_DIR",
+            "testpg-relative-dir",
+            "TESTPG_DIR=`testpg-relative-dir` is not valid: expected an absolute path",
+        ),
+        ("TESTPG_RUN_OWNER", "abc", "TESTPG_RUN_OWNER=`abc` is not valid: expected the pid of a running process"),
     ];
     for (variable, value, message) in cases {
         let run = run_id("bad");
@@ -367,6 +384,195 @@ fn bad_configuration_gives_clear_errors() {
         let run_dir = testpg::base_dir().join("runs").join(format!("run-{run}"));
         assert!(!run_dir.exists(), "a failed start left {}", run_dir.display());
     }
+    assert!(!Path::new("testpg-relative-dir").exists(), "a relative TESTPG_DIR was made");
+}
+
+// ---- Folders: we use only folders of ours, and follow no symlink. ----
+
+/// Everything at and below `dir`, not following symlinks: path, kind, owner, mode, mtime, and a
+/// file's content or a symlink's target.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, String, u32, u32, i64, Vec<u8>)> {
+    let meta = std::fs::symlink_metadata(dir).unwrap();
+    let (kind, content) = if meta.file_type().is_symlink() {
+        ("link", std::fs::read_link(dir).unwrap().into_os_string().into_encoded_bytes())
+    } else if meta.is_dir() {
+        ("dir", Vec::new())
+    } else {
+        ("file", std::fs::read(dir).unwrap())
+    };
+    let mut all = vec![(dir.to_owned(), kind.to_owned(), meta.uid(), meta.mode(), meta.mtime(), content)];
+    if kind == "dir" {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        entries.sort();
+        for entry in entries {
+            all.extend(snapshot(&entry));
+        }
+    }
+    all
+}
+
+/// Sets the modification time of `path` itself `seconds` back.
+fn age(path: &Path, seconds: i64) {
+    let when = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 - seconds;
+    let times = [libc::timespec { tv_sec: when, tv_nsec: 0 }; 2];
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid C string and two timespecs.
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    assert_eq!(rc, 0, "utimensat {}", path.display());
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// What an old, dead run looks like to the sweep: an old folder without a lock, one with a lock
+/// file, and data.
+fn plant_runs(runs: &Path) {
+    for run in ["run-old", "pid-1-1"] {
+        std::fs::create_dir_all(runs.join(run)).unwrap();
+    }
+    std::fs::write(runs.join("pid-1-1").join("lock"), "").unwrap();
+    std::fs::write(runs.join("precious"), "keep me").unwrap();
+    for run in ["run-old", "pid-1-1"] {
+        age(&runs.join(run), 3600);
+    }
+}
+
+#[test]
+fn a_base_folder_that_is_not_ours_is_refused_and_left_alone() {
+    let dir = scratch("planted");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cases = vec![("open", uid_of(std::process::id()), 0o777)];
+    if is_root() {
+        cases.push(("foreign", 65534, 0o755));
+    }
+    for (name, uid, mode) in cases {
+        let base = dir.join(name);
+        plant_runs(&base.join("runs"));
+        set_mode(&base, mode);
+        std::os::unix::fs::lchown(&base, Some(uid), Some(uid)).unwrap();
+        let before = snapshot(&dir);
+        let err = attach_child(&run_id("planted"), std::process::id(), &[("TESTPG_DIR", base.to_str().unwrap())])
+            .unwrap_err();
+        let expected = format!(
+            "`{}` is not ours (owner uid {uid}, mode {mode:04o}): remove it, or set TESTPG_DIR to a folder of your own",
+            base.display()
+        );
+        assert!(err.contains(&expected), "{name}: {err}");
+        assert_eq!(snapshot(&dir), before, "{name}: something changed");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn symlinks_below_the_base_folder_are_not_followed() {
+    let dir = scratch("symlinks");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A folder of ours that a planted symlink points to, with what a sweep would remove.
+    let victim = dir.join("victim");
+    plant_runs(&victim);
+    set_mode(&victim, 0o700);
+    std::fs::create_dir(dir.join("base")).unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join("base").join("runs")).unwrap();
+    let before = snapshot(&victim);
+    let env = [("TESTPG_DIR", dir.join("base").into_os_string().into_string().unwrap())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let err = attach_child(&run_id("symlinked"), std::process::id(), &env).unwrap_err();
+    let expected = format!("`{}` is not ours (a symlink, ", dir.join("base").join("runs").display());
+    assert!(err.contains(&expected), "{err}");
+    assert_eq!(snapshot(&victim), before, "the symlinked folder changed");
+
+    // Runs that are symlinks in a real `runs` folder: a run starts (in a fresh base folder),
+    // sweeps, and neither follows nor removes them.
+    let base = dir.join("fresh");
+    let runs = base.join("runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    for run in ["run-planted", "pid-2-2"] {
+        std::os::unix::fs::symlink(&victim, runs.join(run)).unwrap();
+    }
+    let mut owner = owner_process();
+    let report = attach_child(&run_id("swept"), owner.id(), &[("TESTPG_DIR", base.to_str().unwrap())]).unwrap();
+    assert!(report.get("run_dir").starts_with(runs.to_str().unwrap()), "{report:?}");
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || !Path::new(report.get("run_dir")).exists()));
+    for run in ["run-planted", "pid-2-2"] {
+        assert!(runs.join(run).is_symlink(), "{run} was removed");
+    }
+    assert_eq!(snapshot(&victim), before, "a symlinked run's target changed");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---- The end of a run. ----
+
+/// Run as a child: attaches, says so, waits for a line on stdin, then queries again.
+#[test]
+#[ignore = "a helper: other tests run it as a child process"]
+fn child_query_after_run_end() {
+    if std::env::var_os("TESTPG_RUN_ID").is_none() {
+        return;
+    }
+    let server = Server::shared().unwrap();
+    server.execute("SELECT 1").unwrap();
+    println!("ATTACHED keeper={} run_dir={}", server.keeper_pid(), server.run_dir().display());
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+    match server.execute("SELECT 1") {
+        Ok(()) => println!("STILL ok"),
+        Err(e @ Error::RunEnded { .. }) => println!("RUN_ENDED {e}"),
+        Err(e) => println!("OTHER {e:?}"),
+    }
+    match server.database(&Template::empty()) {
+        Ok(_) => println!("STILL ok"),
+        Err(e @ Error::RunEnded { .. }) => println!("DATABASE_RUN_ENDED {e}"),
+        Err(e) => println!("OTHER {e:?}"),
+    }
+}
+
+#[test]
+fn a_query_after_the_run_ended_says_so() {
+    use std::io::{BufRead, Write};
+    let mut owner = owner_process();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_query_after_run_end", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("TESTPG_RUN_ID", run_id("ended"))
+        .env("TESTPG_RUN_OWNER", owner.id().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || stdout.lines().map_while(Result::ok).try_for_each(|l| tx.send(l)));
+    let next = |prefix: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            let line = lines.recv_timeout(timeout).unwrap_or_else(|e| panic!("no {prefix} line from the child: {e}"));
+            if let Some((_, rest)) = line.split_once(prefix) {
+                return rest.to_owned();
+            }
+        }
+    };
+    let attached = next("ATTACHED ");
+    let report =
+        Report(attached.split(' ').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect());
+    let (keeper, run_dir) = (report.pid("keeper"), PathBuf::from(report.get("run_dir")));
+
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || !alive(keeper) && !run_dir.exists()), "the run did not end");
+    writeln!(child.stdin.take().unwrap(), "go").unwrap();
+    let said = next("RUN_ENDED ");
+    assert!(said.starts_with("the run's PostgreSQL server was stopped because its run ended"), "{said}");
+    assert!(said.contains(&format!("owner (pid {})", owner.id())) && said.contains("TESTPG_RUN_OWNER"), "{said}");
+    let said = next("DATABASE_RUN_ENDED ");
+    assert!(said.contains("stopped because its run ended"), "{said}");
+    assert!(child_exits(&mut child), "the child did not end");
+}
+
+fn child_exits(child: &mut Child) -> bool {
+    wait_until(Duration::from_secs(30), || matches!(child.try_wait(), Ok(Some(_))))
 }
 
 #[test]
