@@ -6,7 +6,8 @@
 //! deleted, ids restarted, a new repository container, its own default user): under `cargo test`,
 //! whose threads run many tests per process, a test then costs no new database, folder or
 //! connection. Under `cargo nextest`, which runs each test in a process of its own, nothing is
-//! kept: the database is handed back to the run's pool.
+//! kept: the database is emptied and handed back to the run's pool, where the next test process
+//! gets it (no new clone, no drop).
 
 use std::sync::Mutex;
 
@@ -58,14 +59,21 @@ impl StorageParts {
         Ok((profile, storage, StorageParts { _database: database, _repository: repository }))
     }
 
-    /// Called when the profile is gone: keeps its storage for the next test of the process.
+    /// Called when the profile is gone: keeps its storage for the next test of the process, or
+    /// empties its database and hands it back to the run's pool for another process.
     pub(crate) fn give_back(self, storage: Storage) {
-        if one_test_per_process() {
-            return;
+        if !one_test_per_process() {
+            let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+            if kept.len() < KEEP_AT_MOST {
+                kept.push((storage, self));
+                return;
+            }
         }
-        let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
-        if kept.len() < KEEP_AT_MOST {
-            kept.push((storage, self));
+        // Back to what the template holds, then the connection closed: the keeper pools it again.
+        let emptied = storage.empty().is_ok();
+        drop(storage);
+        if emptied {
+            self._database.recycle();
         }
     }
 }

@@ -6,6 +6,7 @@
 //! connections are gone, and when the run's owner process ends (watched with a pidfd, so a
 //! SIGKILL is noticed too) stops the server and removes the run's folder.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
@@ -24,6 +25,7 @@ use crate::cluster::{Cluster, ClusterOptions};
 use crate::conn::{ConnectionInfo, ident, literal};
 use crate::database::{CHANNEL, Kind, clone_sql, kind, like_prefix, pooled_name, template_name};
 use crate::error::{Error, Result};
+use crate::keeper_link;
 use crate::os::{self, ProcessId};
 use crate::run::{BACKEND_ENV, Backend, KEEPER_ENV, KEEPER_OWNER_ENV, State, URL_ENV, write_state};
 
@@ -90,10 +92,12 @@ fn run(run_dir: PathBuf) -> Result<()> {
         };
         let state =
             State { backend: backend_from_env(), admin, prefix, keeper: ProcessId::current(), owner, postmaster };
+        // Listening before the state is published: whoever sees the state finds the socket.
+        let link = bind_link(&run_dir);
         write_state(&run_dir, &state)?;
-        Ok((state, fd, resource))
+        Ok((state, fd, resource, link))
     });
-    let (state, owner_fd, resource) = match started {
+    let (state, owner_fd, resource, link) = match started {
         Ok(s) => s,
         Err(e) => {
             // The spawner reads this line; the folder goes with us.
@@ -105,8 +109,27 @@ fn run(run_dir: PathBuf) -> Result<()> {
     println!("ready");
     let _ = std::io::stdout().flush();
     detach_stdout();
-    let resource = block(serve(state.clone(), owner_fd, resource));
+    let resource = block(serve(state.clone(), owner_fd, resource, link));
     teardown(&run_dir, &state, resource)
+}
+
+/// The keeper's socket (see `keeper_link`), private to us; `None` if it cannot be made (test
+/// processes then do the work over SQL).
+fn bind_link(run_dir: &Path) -> Option<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = run_dir.join(keeper_link::SOCKET);
+    let bound = std::os::unix::net::UnixListener::bind(&path).and_then(|listener| {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    });
+    match bound {
+        Ok(listener) => Some(listener),
+        Err(e) => {
+            eprintln!("testpg keeper: cannot listen on {}: {e}", path.display());
+            None
+        }
+    }
 }
 
 fn parse_owner() -> Result<ProcessId> {
@@ -195,7 +218,12 @@ pub(crate) fn pool_size() -> Result<usize> {
 }
 
 /// Serves the run until its owner ends (or we are told to stop, or the server dies).
-async fn serve(state: State, owner_fd: OwnedFd, mut resource: Resource) -> Resource {
+async fn serve(
+    state: State,
+    owner_fd: OwnedFd,
+    mut resource: Resource,
+    link: Option<std::os::unix::net::UnixListener>,
+) -> Resource {
     // SAFETY: the AsyncFd owns the pidfd, which stays open and unchanged until it is dropped.
     let owner = unsafe { AsyncFd::register_with_interest(owner_fd, Interest::READABLE) };
     let (Ok(owner), Ok(mut term), Ok(mut int)) =
@@ -204,7 +232,8 @@ async fn serve(state: State, owner_fd: OwnedFd, mut resource: Resource) -> Resou
         eprintln!("testpg keeper: cannot watch the run's owner; stopping");
         return resource;
     };
-    let (client, mut notes) = match listen(&state.admin).await {
+    let (note_tx, mut notes) = mpsc::unbounded_channel();
+    let client = match listen(&state.admin, note_tx.clone()).await {
         Ok(x) => x,
         Err(e) => {
             eprintln!("testpg keeper: {e}; stopping");
@@ -218,10 +247,21 @@ async fn serve(state: State, owner_fd: OwnedFd, mut resource: Resource) -> Resou
         size: pool_size().unwrap_or(4),
         version: 0,
         handed_back: Vec::new(),
+        recycled: HashSet::new(),
         waiting_since: None,
     };
     if let Ok(v) = pool.client.column_async("SHOW server_version_num").await {
         pool.version = v.first().and_then(|v| v.parse().ok()).unwrap_or(0);
+    }
+    if let Some(listener) = link.and_then(|l| tokio::net::UnixListener::from_std(l).ok()) {
+        let service = keeper_link::LinkService {
+            client: pool.client.clone(),
+            prefix: state.prefix.clone(),
+            version: pool.version,
+            notes: note_tx,
+            templates: Default::default(),
+        };
+        tokio::spawn(keeper_link::serve(listener, std::sync::Arc::new(service)));
     }
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
@@ -268,9 +308,8 @@ async fn serve(state: State, owner_fd: OwnedFd, mut resource: Resource) -> Resou
 }
 
 /// A connection that receives our channel's notifications.
-async fn listen(admin: &ConnectionInfo) -> Result<(Client, mpsc::UnboundedReceiver<String>)> {
+async fn listen(admin: &ConnectionInfo, tx: mpsc::UnboundedSender<String>) -> Result<Client> {
     let (client, mut connection) = admin.to_config().connect(NoTls).await.map_err(Error::pg(admin.to_string()))?;
-    let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(Ok(message)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
             if let AsyncMessage::Notification(n) = message
@@ -282,7 +321,7 @@ async fn listen(admin: &ConnectionInfo) -> Result<(Client, mpsc::UnboundedReceiv
     });
     let client = Client::from_parts(client, admin);
     client.query_async(&format!("LISTEN {CHANNEL}")).await?;
-    Ok((client, rx))
+    Ok(client)
 }
 
 struct Pool {
@@ -291,34 +330,46 @@ struct Pool {
     size: usize,
     version: u32,
     handed_back: Vec<String>,
+    /// Handed-back databases their tests emptied: pooled again instead of dropped.
+    recycled: HashSet<String>,
     /// Since when some handed-back database has been waiting for its connections to go.
     waiting_since: Option<std::time::Instant>,
 }
 
 impl Pool {
     fn note(&mut self, note: &str) {
-        if let Some(name) = note.strip_prefix("drop:")
-            && matches!(kind(&self.prefix, name), Some(Kind::Claimed { .. }))
-            && !self.handed_back.iter().any(|n| n == name)
+        let (name, recycle) = match (note.strip_prefix("drop:"), note.strip_prefix("recycle:")) {
+            (Some(name), _) => (name, false),
+            (_, Some(name)) => (name, true),
+            _ => return,
+        };
+        if matches!(kind(&self.prefix, name), Some(Kind::Claimed { .. })) && !self.handed_back.iter().any(|n| n == name)
         {
             self.handed_back.push(name.to_owned());
+            if recycle {
+                self.recycled.insert(name.to_owned());
+            }
         }
     }
 
-    /// Drops handed-back databases (and those of processes that died) once nobody is connected
-    /// to them, then tops the pool of every template up.
+    /// Drops handed-back databases (and those of processes that died), or pools again those
+    /// their tests emptied, once nobody is connected to them; then tops the pool of every
+    /// template up.
     async fn maintain(&mut self) -> Result<()> {
         let sql = format!("SELECT datname FROM pg_database WHERE datname LIKE {}", like_prefix(&self.prefix));
         let names = self.client.column_async(&sql).await?;
+        let mut pooled: HashMap<String, usize> = HashMap::new();
         for name in &names {
-            if let Some(Kind::Claimed { pid }) = kind(&self.prefix, name)
-                && ProcessId::of(pid).is_none()
-                && !self.handed_back.contains(name)
-            {
-                self.handed_back.push(name.clone());
+            match kind(&self.prefix, name) {
+                Some(Kind::Claimed { pid, .. }) if ProcessId::of(pid).is_none() && !self.handed_back.contains(name) => {
+                    self.handed_back.push(name.clone());
+                }
+                Some(Kind::Pooled(hash)) => *pooled.entry(hash.to_owned()).or_default() += 1,
+                _ => {}
             }
         }
         self.handed_back.retain(|n| names.contains(n));
+        self.recycled.retain(|n| names.contains(n));
         if !self.handed_back.is_empty() {
             let list = self.handed_back.iter().map(|n| literal(n)).collect::<Vec<_>>().join(", ");
             let busy = self
@@ -327,6 +378,11 @@ impl Pool {
                 .await?;
             for name in self.handed_back.clone() {
                 if busy.contains(&name) {
+                    continue;
+                }
+                if let Some(hash) = self.recycle(&name, &pooled).await {
+                    *pooled.entry(hash.to_owned()).or_default() += 1;
+                    self.handed_back.retain(|n| n != &name);
                     continue;
                 }
                 match self.client.query_async(&format!("DROP DATABASE IF EXISTS {}", ident(&name))).await {
@@ -344,14 +400,32 @@ impl Pool {
             let Some(Kind::Template(hash)) = kind(&self.prefix, name) else {
                 continue;
             };
-            let pooled = format!("{}p_{hash}_", self.prefix);
-            let have = names.iter().filter(|n| n.starts_with(&pooled)).count();
-            for _ in have..self.size {
+            for _ in pooled.get(hash).copied().unwrap_or(0)..self.size {
                 let sql = clone_sql(&pooled_name(&self.prefix, hash), &template_name(&self.prefix, hash), self.version);
                 self.client.query_async(&sql).await?;
             }
         }
         Ok(())
+    }
+
+    /// Puts the emptied, unconnected database `name` back into its template's pool (a rename),
+    /// unless the pool is full; its template's hash when it did.
+    async fn recycle<'a>(&mut self, name: &'a str, pooled: &HashMap<String, usize>) -> Option<&'a str> {
+        if !self.recycled.remove(name) {
+            return None;
+        }
+        let Some(Kind::Claimed { hash, .. }) = kind(&self.prefix, name) else { return None };
+        if pooled.get(hash).copied().unwrap_or(0) >= self.size.max(1) * 2 {
+            return None;
+        }
+        let rename = format!("ALTER DATABASE {} RENAME TO {}", ident(name), ident(&pooled_name(&self.prefix, hash)));
+        match self.client.query_async(&rename).await {
+            Ok(_) => Some(hash),
+            Err(e) => {
+                eprintln!("testpg keeper: pooling {name} again: {e}; dropping it");
+                None
+            }
+        }
     }
 }
 

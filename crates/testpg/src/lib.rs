@@ -64,6 +64,7 @@ mod conn;
 mod database;
 mod error;
 mod keeper;
+mod keeper_link;
 mod os;
 mod run;
 mod trust;

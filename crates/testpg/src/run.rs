@@ -16,6 +16,7 @@ use crate::binaries::{BIN_DIR_ENV, Binaries};
 use crate::client::Client;
 use crate::conn::ConnectionInfo;
 use crate::error::{Error, Result};
+use crate::keeper_link::KeeperLink;
 use crate::os::{self, ProcessId};
 use crate::trust;
 
@@ -88,6 +89,7 @@ pub struct Server {
     pub(crate) ready_templates: Mutex<HashSet<String>>,
     pub(crate) building: Mutex<()>,
     pub(crate) version_num: OnceLock<u32>,
+    pub(crate) link: KeeperLink,
 }
 
 impl Server {
@@ -270,6 +272,7 @@ impl Server {
     fn new(state: State, run_dir: PathBuf) -> Server {
         Server {
             state,
+            link: KeeperLink::new(&run_dir),
             run_dir,
             admin_client: Mutex::new(None),
             ready_templates: Mutex::new(HashSet::new()),

@@ -1,0 +1,162 @@
+//! Requests to the run's keeper over its Unix socket (`<run folder>/keeper.sock`): claim a
+//! database of the warm pool, hand one back. Both halves of the protocol are here, so that they
+//! cannot drift apart.
+//!
+//! A test process that asks the keeper needs no connection of its own to the server's maintenance
+//! database: under `cargo nextest`, which runs every test in a new process, that connection (a new
+//! server backend) was a good part of what a test paid. The protocol is one line per request and
+//! one line per reply:
+//!
+//! | request | reply |
+//! |---|---|
+//! | `claim <template hash> <pid>` | `ok <database>`, or `none` when the template does not exist yet |
+//! | `drop <database>` | `ok`: the keeper drops it once its connections are gone |
+//! | `recycle <database>` | `ok`: back into the pool once its connections are gone (the caller emptied it) |
+//!
+//! Anything unexpected is answered `error <message>`; a client then falls back to doing the work
+//! itself over SQL, so the socket is a shortcut, never a requirement.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::client::Client;
+use crate::conn::literal;
+use crate::database::{claim, claimed_name_for, template_name};
+
+/// The socket's name in the run folder.
+pub(crate) const SOCKET: &str = "keeper.sock";
+
+/// How long a client waits for a reply (a claim may clone a database on the spot).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A test process's end of the link; connects on first use and again after a failure.
+#[derive(Debug)]
+pub(crate) struct KeeperLink {
+    path: PathBuf,
+    stream: Mutex<Option<BufReader<UnixStream>>>,
+}
+
+impl KeeperLink {
+    pub(crate) fn new(run_dir: &Path) -> KeeperLink {
+        KeeperLink { path: run_dir.join(SOCKET), stream: Mutex::new(None) }
+    }
+
+    /// Sends `request`; the reply, or `None` when the keeper could not be asked.
+    fn request(&self, request: &str) -> Option<String> {
+        let mut slot = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+        // A kept stream may have broken (the keeper restarted its listener, or ended): one retry
+        // on a new one.
+        for _ in 0..2 {
+            if slot.is_none() {
+                let stream = UnixStream::connect(&self.path).ok()?;
+                stream.set_read_timeout(Some(REPLY_TIMEOUT)).ok()?;
+                *slot = Some(BufReader::new(stream));
+            }
+            let reader = slot.as_mut()?;
+            let mut reply = String::new();
+            let sent = writeln!(reader.get_mut(), "{request}").and_then(|()| reader.read_line(&mut reply));
+            match sent {
+                Ok(n) if n > 0 => return Some(reply.trim_end().to_owned()),
+                _ => *slot = None,
+            }
+        }
+        None
+    }
+
+    /// A pooled clone of template `hash`, claimed for this process; `None` when the template
+    /// does not exist yet or the keeper could not be asked.
+    pub(crate) fn claim(&self, hash: &str) -> Option<String> {
+        let reply = self.request(&format!("claim {hash} {}", std::process::id()))?;
+        match reply.strip_prefix("ok ") {
+            Some(name) => Some(name.to_owned()),
+            None => {
+                if let Some(e) = reply.strip_prefix("error ") {
+                    tracing::debug!("the keeper could not hand out a database: {e}");
+                }
+                None
+            }
+        }
+    }
+
+    /// Hands database `name` back, to be dropped or (`recycle`: the caller emptied it) pooled
+    /// again; whether the keeper took it.
+    pub(crate) fn hand_back(&self, name: &str, recycle: bool) -> bool {
+        let verb = if recycle { "recycle" } else { "drop" };
+        self.request(&format!("{verb} {name}")).as_deref() == Some("ok")
+    }
+}
+
+/// What the keeper's side of the link works with.
+pub(crate) struct LinkService {
+    pub client: Client,
+    pub prefix: String,
+    pub version: u32,
+    /// Hand-backs go to the pool's maintenance as notes (`drop:<name>`, `recycle:<name>`).
+    pub notes: mpsc::UnboundedSender<String>,
+    /// Templates known to exist (they stay for the run).
+    pub templates: Mutex<HashSet<String>>,
+}
+
+/// Accepts connections on `listener` and answers their requests, until the keeper ends.
+pub(crate) async fn serve(listener: tokio::net::UnixListener, service: Arc<LinkService>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let service = service.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut lines = tokio::io::BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let reply = service.answer(&line).await;
+                if write.write_all(format!("{reply}\n").as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+impl LinkService {
+    async fn answer(&self, request: &str) -> String {
+        let words: Vec<&str> = request.split(' ').collect();
+        let ours = |name: &str| name.starts_with(&self.prefix) && !name.contains(char::is_whitespace);
+        match words.as_slice() {
+            ["claim", hash, pid] if hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+                let Ok(pid) = pid.parse::<u32>() else { return "error bad pid".to_owned() };
+                match self.template_exists(hash).await {
+                    Ok(false) => return "none".to_owned(),
+                    Ok(true) => {}
+                    Err(e) => return format!("error {e}"),
+                }
+                let name = claimed_name_for(&self.prefix, hash, pid);
+                match claim(&self.client, &self.prefix, hash, &name, self.version).await {
+                    Ok(()) => format!("ok {name}"),
+                    Err(e) => format!("error {}", e.to_string().replace('\n', " ")),
+                }
+            }
+            [verb @ ("drop" | "recycle"), name] if ours(name) => {
+                let _ = self.notes.send(format!("{verb}:{name}"));
+                "ok".to_owned()
+            }
+            _ => "error unknown request".to_owned(),
+        }
+    }
+
+    async fn template_exists(&self, hash: &str) -> crate::Result<bool> {
+        if self.templates.lock().unwrap_or_else(|e| e.into_inner()).contains(hash) {
+            return Ok(true);
+        }
+        let name = template_name(&self.prefix, hash);
+        let sql = format!("SELECT 1 FROM pg_database WHERE datname = {}", literal(&name));
+        let exists = !self.client.query_async(&sql).await?.is_empty();
+        if exists {
+            self.templates.lock().unwrap_or_else(|e| e.into_inner()).insert(hash.to_owned());
+        }
+        Ok(exists)
+    }
+}
