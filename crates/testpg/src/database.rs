@@ -86,13 +86,13 @@ impl TestDatabase {
         self.info.url()
     }
 
-    /// Hands the database back to be pooled again for the next test, instead of dropped: far
-    /// cheaper for the server than a new clone (no file copy, no checkpoints).
+    /// Hands the database back to be handed out again to the next test that asks for a clone of
+    /// its template, instead of dropped: no SQL at all, where a new clone copies files and waits
+    /// for checkpoints.
     ///
     /// Call it only when the database is again exactly what its template holds (say, every row
     /// the test added deleted, sequences restarted) and after closing every connection to it:
-    /// the next test gets it as it is. The keeper renames it back into the pool once its last
-    /// connection is gone.
+    /// the next test gets it as it is.
     pub fn recycle(mut self) {
         self.recycle = true;
     }

@@ -6,11 +6,12 @@
 //! connections are gone, and when the run's owner process ends (watched with a pidfd, so a
 //! SIGKILL is noticed too) stops the server and removes the run's folder.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::Interest;
@@ -25,7 +26,7 @@ use crate::cluster::{Cluster, ClusterOptions};
 use crate::conn::{ConnectionInfo, ident, literal};
 use crate::database::{CHANNEL, Kind, clone_sql, kind, like_prefix, pooled_name, template_name};
 use crate::error::{Error, Result};
-use crate::keeper_link;
+use crate::keeper_link::{self, Reuse};
 use crate::os::{self, ProcessId};
 use crate::run::{BACKEND_ENV, Backend, KEEPER_ENV, KEEPER_OWNER_ENV, State, URL_ENV, write_state};
 
@@ -247,7 +248,7 @@ async fn serve(
         size: pool_size().unwrap_or(4),
         version: 0,
         handed_back: Vec::new(),
-        recycled: HashSet::new(),
+        reuse: Arc::new(Mutex::new(Reuse::default())),
         waiting_since: None,
     };
     if let Ok(v) = pool.client.column_async("SHOW server_version_num").await {
@@ -260,8 +261,10 @@ async fn serve(
             version: pool.version,
             notes: note_tx,
             templates: Default::default(),
+            reuse: pool.reuse.clone(),
+            keep: pool.size.max(1) * 2,
         };
-        tokio::spawn(keeper_link::serve(listener, std::sync::Arc::new(service)));
+        tokio::spawn(keeper_link::serve(listener, Arc::new(service)));
     }
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
@@ -330,46 +333,44 @@ struct Pool {
     size: usize,
     version: u32,
     handed_back: Vec<String>,
-    /// Handed-back databases their tests emptied: pooled again instead of dropped.
-    recycled: HashSet<String>,
+    /// Databases handed back emptied, ready to be handed out again, and who holds those that were.
+    reuse: Arc<Mutex<Reuse>>,
     /// Since when some handed-back database has been waiting for its connections to go.
     waiting_since: Option<std::time::Instant>,
 }
 
 impl Pool {
     fn note(&mut self, note: &str) {
-        let (name, recycle) = match (note.strip_prefix("drop:"), note.strip_prefix("recycle:")) {
-            (Some(name), _) => (name, false),
-            (_, Some(name)) => (name, true),
-            _ => return,
-        };
-        if matches!(kind(&self.prefix, name), Some(Kind::Claimed { .. })) && !self.handed_back.iter().any(|n| n == name)
+        if let Some(name) = note.strip_prefix("drop:")
+            && matches!(kind(&self.prefix, name), Some(Kind::Claimed { .. }))
+            && !self.handed_back.iter().any(|n| n == name)
         {
             self.handed_back.push(name.to_owned());
-            if recycle {
-                self.recycled.insert(name.to_owned());
-            }
         }
     }
 
-    /// Drops handed-back databases (and those of processes that died), or pools again those
-    /// their tests emptied, once nobody is connected to them; then tops the pool of every
-    /// template up.
+    /// Drops handed-back databases (and those of processes that died) once nobody is connected
+    /// to them, then tops the pool of every template up.
     async fn maintain(&mut self) -> Result<()> {
         let sql = format!("SELECT datname FROM pg_database WHERE datname LIKE {}", like_prefix(&self.prefix));
         let names = self.client.column_async(&sql).await?;
-        let mut pooled: HashMap<String, usize> = HashMap::new();
-        for name in &names {
-            match kind(&self.prefix, name) {
-                Some(Kind::Claimed { pid, .. }) if ProcessId::of(pid).is_none() && !self.handed_back.contains(name) => {
-                    self.handed_back.push(name.clone());
+        let mut pooled: HashMap<&str, usize> = HashMap::new();
+        {
+            let reuse = self.reuse.lock().unwrap_or_else(|e| e.into_inner());
+            for name in &names {
+                match kind(&self.prefix, name) {
+                    Some(Kind::Claimed { pid, .. })
+                        if reuse.holder(name, pid).is_some_and(|p| ProcessId::of(p).is_none())
+                            && !self.handed_back.contains(name) =>
+                    {
+                        self.handed_back.push(name.clone());
+                    }
+                    Some(Kind::Pooled(hash)) => *pooled.entry(hash).or_default() += 1,
+                    _ => {}
                 }
-                Some(Kind::Pooled(hash)) => *pooled.entry(hash.to_owned()).or_default() += 1,
-                _ => {}
             }
         }
         self.handed_back.retain(|n| names.contains(n));
-        self.recycled.retain(|n| names.contains(n));
         if !self.handed_back.is_empty() {
             let list = self.handed_back.iter().map(|n| literal(n)).collect::<Vec<_>>().join(", ");
             let busy = self
@@ -380,13 +381,11 @@ impl Pool {
                 if busy.contains(&name) {
                     continue;
                 }
-                if let Some(hash) = self.recycle(&name, &pooled).await {
-                    *pooled.entry(hash.to_owned()).or_default() += 1;
-                    self.handed_back.retain(|n| n != &name);
-                    continue;
-                }
                 match self.client.query_async(&format!("DROP DATABASE IF EXISTS {}", ident(&name))).await {
-                    Ok(_) => self.handed_back.retain(|n| n != &name),
+                    Ok(_) => {
+                        self.handed_back.retain(|n| n != &name);
+                        self.reuse.lock().unwrap_or_else(|e| e.into_inner()).forget(&name);
+                    }
                     Err(e) => eprintln!("testpg keeper: dropping {name}: {e}"),
                 }
             }
@@ -406,26 +405,6 @@ impl Pool {
             }
         }
         Ok(())
-    }
-
-    /// Puts the emptied, unconnected database `name` back into its template's pool (a rename),
-    /// unless the pool is full; its template's hash when it did.
-    async fn recycle<'a>(&mut self, name: &'a str, pooled: &HashMap<String, usize>) -> Option<&'a str> {
-        if !self.recycled.remove(name) {
-            return None;
-        }
-        let Some(Kind::Claimed { hash, .. }) = kind(&self.prefix, name) else { return None };
-        if pooled.get(hash).copied().unwrap_or(0) >= self.size.max(1) * 2 {
-            return None;
-        }
-        let rename = format!("ALTER DATABASE {} RENAME TO {}", ident(name), ident(&pooled_name(&self.prefix, hash)));
-        match self.client.query_async(&rename).await {
-            Ok(_) => Some(hash),
-            Err(e) => {
-                eprintln!("testpg keeper: pooling {name} again: {e}; dropping it");
-                None
-            }
-        }
     }
 }
 

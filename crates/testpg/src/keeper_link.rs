@@ -11,7 +11,7 @@
 //! |---|---|
 //! | `claim <template hash> <pid>` | `ok <database>`, or `none` when the template does not exist yet |
 //! | `drop <database>` | `ok`: the keeper drops it once its connections are gone |
-//! | `recycle <database>` | `ok`: back into the pool once its connections are gone (the caller emptied it) |
+//! | `recycle <database>` | `ok`: handed out again as it is (the caller emptied it and closed its connections) |
 //!
 //! Anything unexpected is answered `error <message>`; a client then falls back to doing the work
 //! itself over SQL, so the socket is a shortcut, never a requirement.
@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::client::Client;
 use crate::conn::literal;
-use crate::database::{claim, claimed_name_for, template_name};
+use crate::database::{Kind, claim, claimed_name_for, kind, template_name};
 
 /// The socket's name in the run folder.
 pub(crate) const SOCKET: &str = "keeper.sock";
@@ -93,15 +93,50 @@ impl KeeperLink {
     }
 }
 
+/// Recycled databases: handed out again under the name they have, so reusing one costs no SQL.
+///
+/// A claimed database's name holds the pid of the process that claimed it, so that the keeper
+/// drops it when that process dies. A recycled database keeps its name; who holds it now is
+/// remembered here (the keeper's memory is enough: the server ends with the keeper).
+#[derive(Debug, Default)]
+pub(crate) struct Reuse {
+    /// Per template hash, databases ready to be handed out again.
+    free: std::collections::HashMap<String, Vec<String>>,
+    /// Recycled databases handed out again, and the pid holding each.
+    holders: std::collections::HashMap<String, u32>,
+}
+
+impl Reuse {
+    /// Who holds the claimed database `name` (whose name says `pid`): `None` while it waits
+    /// to be handed out again.
+    pub(crate) fn holder(&self, name: &str, pid: u32) -> Option<u32> {
+        if self.free.values().any(|names| names.iter().any(|n| n == name)) {
+            return None;
+        }
+        Some(self.holders.get(name).copied().unwrap_or(pid))
+    }
+
+    /// Forgets a database that is gone.
+    pub(crate) fn forget(&mut self, name: &str) {
+        self.holders.remove(name);
+        for names in self.free.values_mut() {
+            names.retain(|n| n != name);
+        }
+    }
+}
+
 /// What the keeper's side of the link works with.
 pub(crate) struct LinkService {
     pub client: Client,
     pub prefix: String,
     pub version: u32,
-    /// Hand-backs go to the pool's maintenance as notes (`drop:<name>`, `recycle:<name>`).
+    /// Databases to drop go to the pool's maintenance as notes (`drop:<name>`).
     pub notes: mpsc::UnboundedSender<String>,
     /// Templates known to exist (they stay for the run).
     pub templates: Mutex<HashSet<String>>,
+    pub reuse: Arc<Mutex<Reuse>>,
+    /// How many recycled databases per template are kept for reuse; more are dropped.
+    pub keep: usize,
 }
 
 /// Accepts connections on `listener` and answers their requests, until the keeper ends.
@@ -128,6 +163,9 @@ impl LinkService {
         match words.as_slice() {
             ["claim", hash, pid] if hash.chars().all(|c| c.is_ascii_hexdigit()) => {
                 let Ok(pid) = pid.parse::<u32>() else { return "error bad pid".to_owned() };
+                if let Some(name) = self.reuse(hash, pid) {
+                    return format!("ok {name}");
+                }
                 match self.template_exists(hash).await {
                     Ok(false) => return "none".to_owned(),
                     Ok(true) => {}
@@ -139,12 +177,39 @@ impl LinkService {
                     Err(e) => format!("error {}", e.to_string().replace('\n', " ")),
                 }
             }
-            [verb @ ("drop" | "recycle"), name] if ours(name) => {
-                let _ = self.notes.send(format!("{verb}:{name}"));
+            ["recycle", name] if ours(name) && self.keep_for_reuse(name) => "ok".to_owned(),
+            ["drop" | "recycle", name] if ours(name) => {
+                self.reuse.lock().unwrap_or_else(|e| e.into_inner()).holders.remove(*name);
+                let _ = self.notes.send(format!("drop:{name}"));
                 "ok".to_owned()
             }
             _ => "error unknown request".to_owned(),
         }
+    }
+
+    /// A recycled database of template `hash`, now held by `pid`.
+    fn reuse(&self, hash: &str, pid: u32) -> Option<String> {
+        let mut reuse = self.reuse.lock().unwrap_or_else(|e| e.into_inner());
+        let name = reuse.free.get_mut(hash)?.pop()?;
+        reuse.holders.insert(name.clone(), pid);
+        Some(name)
+    }
+
+    /// Keeps the recycled database `name` for the next claim of its template, unless enough
+    /// are kept already.
+    fn keep_for_reuse(&self, name: &str) -> bool {
+        let Some(Kind::Claimed { hash, .. }) = kind(&self.prefix, name) else { return false };
+        let mut reuse = self.reuse.lock().unwrap_or_else(|e| e.into_inner());
+        let free = reuse.free.entry(hash.to_owned()).or_default();
+        if free.iter().any(|n| n == name) {
+            return true;
+        }
+        if free.len() >= self.keep {
+            return false;
+        }
+        free.push(name.to_owned());
+        reuse.holders.remove(name);
+        true
     }
 
     async fn template_exists(&self, hash: &str) -> crate::Result<bool> {

@@ -173,29 +173,28 @@ fn handed_back_databases_are_dropped_and_the_pool_refills() {
 }
 
 #[test]
-fn recycled_databases_go_back_into_the_pool_once_their_connections_close() {
+fn recycled_databases_are_handed_out_again_and_dropped_ones_are_not() {
     let server = Server::shared().unwrap();
     let template = Template::new("recycle-v1", |_| Ok(()));
-    let db = server.database(&template).unwrap();
-    let name = db.name().to_owned();
     let mut admin = connect(server.admin()).unwrap();
-    let name_of = |admin: &mut postgres::Client, oid: u32| -> Option<String> {
-        let row = admin.query_opt("SELECT datname::text FROM pg_database WHERE oid = $1", &[&oid]).unwrap();
-        row.map(|r| r.get(0))
+    let oid_of = |admin: &mut postgres::Client, name: &str| -> u32 {
+        admin.query_one("SELECT oid FROM pg_database WHERE datname = $1", &[&name]).unwrap().get(0)
     };
-    let oid: u32 = admin.query_one("SELECT oid FROM pg_database WHERE datname = $1", &[&name]).unwrap().get(0);
+    let db = server.database(&template).unwrap();
+    let (name, oid) = (db.name().to_owned(), oid_of(&mut admin, db.name()));
     let mut c = connect(db.connection()).unwrap();
     c.execute("SELECT 1", &[]).unwrap();
-    db.recycle();
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(name_of(&mut admin, oid).as_deref(), Some(name.as_str()), "pooled again while still connected");
     drop(c);
-    let pooled = format!("{}p_", server.prefix());
-    assert!(
-        wait_until(Duration::from_secs(10), || name_of(&mut admin, oid).is_some_and(|n| n.starts_with(&pooled))),
-        "{name} did not go back into the pool: now {:?}",
-        name_of(&mut admin, oid)
-    );
+    db.recycle();
+    let again = server.database(&template).unwrap();
+    assert_eq!((again.name(), oid_of(&mut admin, again.name())), (name.as_str(), oid), "the recycled one, as it was");
+    connect(again.connection()).unwrap().execute("SELECT 1", &[]).unwrap();
+
+    // Dropped, not recycled: never handed out again, and gone once unconnected.
+    drop(again);
+    let other = server.database(&template).unwrap();
+    assert_ne!(other.name(), name);
+    assert!(wait_until(Duration::from_secs(10), || databases(&mut admin, &name).is_empty()), "{name} was not dropped");
 }
 
 #[test]
