@@ -21,12 +21,13 @@ pub const TEST_PROFILE_ENV: &str = "AIIDA_TEST_PROFILE";
 pub const DEFAULT_EMAIL: &str = "test@localhost";
 
 /// The template every temporary profile's database is cloned from: aiida's schema, migrated once
-/// per run.
+/// and kept between runs (its key is a hash of the schema, so a changed schema is a new template).
 pub(crate) fn aiida_template() -> Template {
     Template::new(aiida::storage::schema_key(), |db| {
         aiida::storage::migrate_database(&psql_dos(db, Path::new("/")))?;
         Ok(())
     })
+    .cached()
 }
 
 /// `core.psql_dos` settings for a testpg database and a repository folder.

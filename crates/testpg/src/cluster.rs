@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::binaries::Binaries;
+use crate::cache::DataCache;
 use crate::conn::ConnectionInfo;
 use crate::error::{Error, Result};
 use crate::os::{self, ServerUser};
@@ -24,11 +25,13 @@ pub struct ClusterOptions {
     tcp: bool,
     use_cache: bool,
     die_with_thread: bool,
+    /// Take a ready copy of the cache when there is one (the keeper, which makes the next).
+    pub(crate) ready_copy: bool,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        ClusterOptions { tcp: false, use_cache: true, die_with_thread: true }
+        ClusterOptions { tcp: false, use_cache: true, die_with_thread: true, ready_copy: false }
     }
 }
 
@@ -93,8 +96,10 @@ impl Cluster {
         os::make_dir(&dir, 0o755, None)?;
         let data = dir.join("data");
         if options.use_cache {
-            let cached = cached_initdb(binaries, user)?;
-            os::copy_tree(&cached, &data, user)?;
+            let cache = DataCache::for_binaries(binaries, user)?;
+            if !(options.ready_copy && cache.take_ready_copy(&data)?) {
+                cache.copy_to(binaries, &data)?;
+            }
         } else {
             os::make_dir(&data, 0o700, user)?;
             initdb(binaries, &data, user)?;
@@ -161,6 +166,25 @@ impl Cluster {
         self.shutdown()
     }
 
+    /// Stops the server cleanly (PostgreSQL's "fast" shutdown, which writes a checkpoint, so that
+    /// the data folder can start another server), hands the data folder to `keep` (which moves
+    /// it away), then removes the server's folder.
+    pub(crate) fn stop_keeping_data(mut self, keep: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return self.shutdown();
+        };
+        os::signal(child.id(), libc::SIGINT);
+        let kept = match wait_exit(&mut child, Duration::from_secs(10)) {
+            Some(status) if status.success() => keep(&self.dir.join("data")),
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(Error::Command { program: "postgres".to_owned(), detail: format!("fast shutdown: {other:?}") })
+            }
+        };
+        kept.and(self.shutdown())
+    }
+
     fn shutdown(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {
             os::signal(child.id(), libc::SIGQUIT);
@@ -218,42 +242,7 @@ pub(crate) fn base_dir_setting() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// A cluster made by `initdb` for these binaries, made once and kept under the base folder.
-fn cached_initdb(binaries: &Binaries, user: Option<ServerUser>) -> Result<PathBuf> {
-    let cache = crate::trust::subdir(&crate::trust::base()?, "cache")?;
-    let name = format!("pg{}-{:012x}", binaries.version(), crate::hash(&binaries.dir().to_string_lossy()) >> 16);
-    let done = cache.join(&name);
-    // Made by us and given to the server user (or kept by us when we are not root): nothing else.
-    let owners: Vec<u32> = [Some(os::euid()), user.map(|u| u.uid)].into_iter().flatten().collect();
-    let ready = || -> Result<bool> {
-        if os::is_missing(&done) {
-            return Ok(false);
-        }
-        os::check_ours(&done, &owners)?;
-        Ok(done.join("PG_VERSION").is_file())
-    };
-    if ready()? {
-        return Ok(done);
-    }
-    let lock_path = cache.join(format!("{name}.lock"));
-    let lock = os::create_file(&lock_path, 0o644).map_err(Error::io("create", &lock_path))?;
-    lock.lock().map_err(Error::io("lock", &lock_path))?;
-    if ready()? {
-        return Ok(done);
-    }
-    let partial = cache.join(format!("{name}.partial-{}", std::process::id()));
-    os::remove_tree(&partial)?;
-    os::make_dir(&partial, 0o700, user)?;
-    if let Err(e) = initdb(binaries, &partial, user) {
-        let _ = os::remove_tree(&partial);
-        return Err(e);
-    }
-    os::remove_tree(&done)?;
-    fs::rename(&partial, &done).map_err(Error::io("rename", &partial))?;
-    Ok(done)
-}
-
-fn initdb(binaries: &Binaries, data: &Path, user: Option<ServerUser>) -> Result<()> {
+pub(crate) fn initdb(binaries: &Binaries, data: &Path, user: Option<ServerUser>) -> Result<()> {
     let mut cmd = Command::new(binaries.tool("initdb"));
     cmd.arg("-D").arg(data);
     cmd.args([

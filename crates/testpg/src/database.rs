@@ -28,7 +28,11 @@ type Migrate = dyn Fn(&ConnectionInfo) -> Result<(), BoxError> + Send + Sync;
 pub struct Template {
     key: String,
     migrate: Arc<Migrate>,
+    cached: bool,
 }
+
+/// The comment that marks a template to be kept in the cache between runs.
+pub(crate) const CACHED_COMMENT: &str = "testpg: cached between runs";
 
 impl Template {
     /// A template whose database `migrate` fills (schema, seed data). `migrate` gets superuser
@@ -37,7 +41,17 @@ impl Template {
         key: impl Into<String>,
         migrate: impl Fn(&ConnectionInfo) -> Result<(), BoxError> + Send + Sync + 'static,
     ) -> Template {
-        Template { key: key.into(), migrate: Arc::new(migrate) }
+        Template { key: key.into(), migrate: Arc::new(migrate), cached: false }
+    }
+
+    /// Keeps the template, once built, for later runs: a launched server's data is kept in
+    /// testpg's cache (per PostgreSQL binaries) when a run that built such a template ends, and
+    /// the next runs start with it, with a few clones ready. Only for a key that changes whenever
+    /// the migration does (say, a hash of the schema): a template is never built again for a key
+    /// the cache has.
+    pub fn cached(mut self) -> Template {
+        self.cached = true;
+        self
     }
 
     /// A template of an empty database.
@@ -238,14 +252,14 @@ impl Server {
         Ok(())
     }
 
-    fn build_template(&self, client: &Client, template: &Template, hash: &str) -> Result<()> {
+    fn build_template(&self, client: &Client, def: &Template, hash: &str) -> Result<()> {
         let building = format!("{}b_{hash}", self.prefix());
         let version = self.version_num(client)?;
         let force = if version >= 130000 { " WITH (FORCE)" } else { "" };
         client.query(format!("DROP DATABASE IF EXISTS {}{force}", ident(&building)))?;
         client.query(format!("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'", ident(&building)))?;
-        let result = (template.migrate)(&self.admin().with_dbname(&building))
-            .map_err(|source| Error::Migration { key: template.key.clone(), source })
+        let result = (def.migrate)(&self.admin().with_dbname(&building))
+            .map_err(|source| Error::Migration { key: def.key.clone(), source })
             .and_then(|()| wait_no_connections(client, &building, Duration::from_secs(30)));
         if let Err(e) = result {
             let _ = client.query(format!("DROP DATABASE IF EXISTS {}{force}", ident(&building)));
@@ -254,6 +268,9 @@ impl Server {
         // Renamed first: a leftover `b_` is then never a template, which DROP would refuse.
         let template = template_name(self.prefix(), hash);
         client.query(format!("ALTER DATABASE {} RENAME TO {}", ident(&building), ident(&template)))?;
+        if def.cached {
+            client.query(format!("COMMENT ON DATABASE {} IS {}", ident(&template), literal(CACHED_COMMENT)))?;
+        }
         client.query(format!("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false", ident(&template)))?;
         client.query(format!("NOTIFY {CHANNEL}, 'template'"))?;
         Ok(())
@@ -270,8 +287,11 @@ pub(crate) async fn claim(client: &Client, prefix: &str, hash: &str, claimed: &s
         ))
         .await?;
     for candidate in pooled {
-        let sql =
-            format!("ALTER DATABASE {} RENAME TO {}; NOTIFY {CHANNEL}, 'claimed'", ident(&candidate), ident(claimed));
+        let sql = format!(
+            "ALTER DATABASE {} RENAME TO {}; NOTIFY {CHANNEL}, 'claimed:{hash}'",
+            ident(&candidate),
+            ident(claimed)
+        );
         match client.query_raw(&sql).await {
             Ok(_) => return Ok(()),
             // Another process won this one (renamed it away) or is touching it: try the next.
@@ -280,7 +300,7 @@ pub(crate) async fn claim(client: &Client, prefix: &str, hash: &str, claimed: &s
             Err(e) => return Err(Error::pg(client.target())(e)),
         }
     }
-    client.query_async(&format!("NOTIFY {CHANNEL}, 'claimed'")).await?;
+    client.query_async(&format!("NOTIFY {CHANNEL}, 'claimed:{hash}'")).await?;
     client.query_async(&clone_sql(claimed, &template_name(prefix, hash), version_num)).await?;
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! connections are gone, and when the run's owner process ends (watched with a pidfd, so a
 //! SIGKILL is noticed too) stops the server and removes the run's folder.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::binaries::{BIN_DIR_ENV, Binaries};
+use crate::cache::DataCache;
 use crate::client::{Client, block};
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::conn::{ConnectionInfo, ident, literal};
@@ -29,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::keeper_link::{self, Reuse};
 use crate::os::{self, ProcessId};
 use crate::run::{BACKEND_ENV, Backend, KEEPER_ENV, KEEPER_OWNER_ENV, State, URL_ENV, write_state};
+use crate::snapshot;
 
 /// Environment variable: how many ready clones the keeper keeps per template (default 4).
 pub const POOL_SIZE_ENV: &str = "TESTPG_POOL_SIZE";
@@ -56,7 +58,8 @@ fn intercept_keeper() {
 
 /// What the keeper holds for the run: dropping it ends the server.
 enum Resource {
-    Cluster(Cluster),
+    /// A launched server, and the cache its data came from.
+    Cluster(Cluster, DataCache),
     #[cfg(feature = "testcontainers")]
     Container(Box<testcontainers_modules::testcontainers::ContainerAsync<testcontainers_modules::postgres::Postgres>>),
     External,
@@ -65,7 +68,7 @@ enum Resource {
 impl Resource {
     fn has_exited(&mut self) -> bool {
         match self {
-            Resource::Cluster(c) => c.has_exited(),
+            Resource::Cluster(c, _) => c.has_exited(),
             _ => false,
         }
     }
@@ -88,7 +91,7 @@ fn run(run_dir: PathBuf) -> Result<()> {
         };
         let (resource, admin, prefix) = start_backend(&run_dir)?;
         let postmaster = match &resource {
-            Resource::Cluster(c) => ProcessId::of(c.pid()),
+            Resource::Cluster(c, _) => ProcessId::of(c.pid()),
             _ => None,
         };
         let state =
@@ -110,8 +113,27 @@ fn run(run_dir: PathBuf) -> Result<()> {
     println!("ready");
     let _ = std::io::stdout().flush();
     detach_stdout();
-    let resource = block(serve(state.clone(), owner_fd, resource, link));
-    teardown(&run_dir, &state, resource)
+    // The next run's server will take a copy of the cache ready-made, instead of copying it.
+    let copier = match &resource {
+        Resource::Cluster(_, cache) => {
+            let cache = cache.clone();
+            std::thread::Builder::new()
+                .name("testpg-ready-copy".to_owned())
+                .spawn(move || {
+                    os::lower_priority();
+                    if let Err(e) = cache.make_ready_copy() {
+                        eprintln!("testpg keeper: making a ready copy of the cache: {e}");
+                    }
+                })
+                .ok()
+        }
+        _ => None,
+    };
+    let (resource, started_with) = block(serve(state.clone(), owner_fd, resource, link));
+    if let Some(copier) = copier {
+        let _ = copier.join();
+    }
+    teardown(&run_dir, &state, resource, started_with)
 }
 
 /// The keeper's socket (see `keeper_link`), private to us; `None` if it cannot be made (test
@@ -164,9 +186,12 @@ fn start_backend(run_dir: &Path) -> Result<(Resource, ConnectionInfo, String)> {
             let dir = std::env::var_os(BIN_DIR_ENV).map(PathBuf::from).unwrap_or_default();
             let binaries = Binaries::in_dir(dir)?;
             // The keeper's main thread lives as long as the keeper: tie the server to it.
-            let cluster = Cluster::start(&binaries, run_dir.join("server"), &ClusterOptions::default())?;
+            let mut options = ClusterOptions::default();
+            options.ready_copy = true;
+            let cluster = Cluster::start(&binaries, run_dir.join("server"), &options)?;
+            let cache = DataCache::for_binaries(&binaries, os::server_user()?)?;
             let admin = cluster.connection();
-            Ok((Resource::Cluster(cluster), admin, "testpg_".to_owned()))
+            Ok((Resource::Cluster(cluster, cache), admin, "testpg_".to_owned()))
         }
         Backend::Url => {
             let url = std::env::var(URL_ENV).unwrap_or_default();
@@ -224,21 +249,21 @@ async fn serve(
     owner_fd: OwnedFd,
     mut resource: Resource,
     link: Option<std::os::unix::net::UnixListener>,
-) -> Resource {
+) -> (Resource, Option<BTreeSet<String>>) {
     // SAFETY: the AsyncFd owns the pidfd, which stays open and unchanged until it is dropped.
     let owner = unsafe { AsyncFd::register_with_interest(owner_fd, Interest::READABLE) };
     let (Ok(owner), Ok(mut term), Ok(mut int)) =
         (owner, signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
     else {
         eprintln!("testpg keeper: cannot watch the run's owner; stopping");
-        return resource;
+        return (resource, None);
     };
     let (note_tx, mut notes) = mpsc::unbounded_channel();
     let client = match listen(&state.admin, note_tx.clone()).await {
         Ok(x) => x,
         Err(e) => {
             eprintln!("testpg keeper: {e}; stopping");
-            return resource;
+            return (resource, None);
         }
     };
     let mut pool = Pool {
@@ -247,6 +272,7 @@ async fn serve(
         // Checked by the process that started us.
         size: pool_size().unwrap_or(4),
         version: 0,
+        used: HashSet::new(),
         handed_back: Vec::new(),
         reuse: Arc::new(Mutex::new(Reuse::default())),
         waiting_since: None,
@@ -266,6 +292,11 @@ async fn serve(
         };
         tokio::spawn(keeper_link::serve(listener, Arc::new(service)));
     }
+    // What the cache gave this server: a run that adds to it replaces the cache at its end.
+    let started_with = match &resource {
+        Resource::Cluster(..) => snapshot::cached_templates(&pool.client, &state.prefix).await.ok(),
+        _ => None,
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         // Maintenance (refills clone databases one after the other) gives way to the run's end.
@@ -307,7 +338,7 @@ async fn serve(
             _ = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
         }
     }
-    resource
+    (resource, started_with)
 }
 
 /// A connection that receives our channel's notifications.
@@ -332,6 +363,8 @@ struct Pool {
     prefix: String,
     size: usize,
     version: u32,
+    /// Templates claimed from in this run: only their pools are kept warm.
+    used: HashSet<String>,
     handed_back: Vec<String>,
     /// Databases handed back emptied, ready to be handed out again, and who holds those that were.
     reuse: Arc<Mutex<Reuse>>,
@@ -341,6 +374,9 @@ struct Pool {
 
 impl Pool {
     fn note(&mut self, note: &str) {
+        if let Some(hash) = note.strip_prefix("claimed:") {
+            self.used.insert(hash.to_owned());
+        }
         if let Some(name) = note.strip_prefix("drop:")
             && matches!(kind(&self.prefix, name), Some(Kind::Claimed { .. }))
             && !self.handed_back.iter().any(|n| n == name)
@@ -350,7 +386,7 @@ impl Pool {
     }
 
     /// Drops handed-back databases (and those of processes that died) once nobody is connected
-    /// to them, then tops the pool of every template up.
+    /// to them, then tops up the pools of the templates this run uses.
     async fn maintain(&mut self) -> Result<()> {
         let sql = format!("SELECT datname FROM pg_database WHERE datname LIKE {}", like_prefix(&self.prefix));
         let names = self.client.column_async(&sql).await?;
@@ -399,6 +435,9 @@ impl Pool {
             let Some(Kind::Template(hash)) = kind(&self.prefix, name) else {
                 continue;
             };
+            if !self.used.contains(hash) {
+                continue;
+            }
             for _ in pooled.get(hash).copied().unwrap_or(0)..self.size {
                 let sql = clone_sql(&pooled_name(&self.prefix, hash), &template_name(&self.prefix, hash), self.version);
                 self.client.query_async(&sql).await?;
@@ -450,14 +489,29 @@ pub(crate) async fn drop_prefixed(admin: &ConnectionInfo, prefix: &str) -> Resul
     }
 }
 
-fn teardown(run_dir: &Path, state: &State, resource: Resource) -> Result<()> {
+fn teardown(run_dir: &Path, state: &State, resource: Resource, started_with: Option<BTreeSet<String>>) -> Result<()> {
     // Wait for anyone attaching right now, then take the folder away from under the lock.
     let lock = os::open_file(&run_dir.join("lock")).ok();
     if let Some(lock) = &lock {
         let _ = lock.lock();
     }
     let result = match resource {
-        Resource::Cluster(cluster) => cluster.stop(),
+        Resource::Cluster(cluster, cache) => {
+            let keep = started_with.is_some_and(|started_with| {
+                let (admin, prefix) = (state.admin.clone(), state.prefix.clone());
+                let prepared = block(async move {
+                    let client = Client::connect_async(&admin).await?;
+                    let version = client.column_async("SHOW server_version_num").await?;
+                    let version = version.first().and_then(|v| v.parse().ok()).unwrap_or(0);
+                    snapshot::prepare(&client, &prefix, version, &started_with).await
+                });
+                prepared.unwrap_or_else(|e| {
+                    eprintln!("testpg keeper: keeping this run's templates in the cache: {e}");
+                    false
+                })
+            });
+            if keep { cluster.stop_keeping_data(|data| cache.install(data)) } else { cluster.stop() }
+        }
         #[cfg(feature = "testcontainers")]
         Resource::Container(container) => {
             block(async move { (*container).rm().await }).map_err(|e| Error::Container(e.to_string()))

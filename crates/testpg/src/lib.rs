@@ -58,6 +58,7 @@
 #![warn(missing_docs)]
 
 mod binaries;
+mod cache;
 mod client;
 mod cluster;
 mod conn;
@@ -67,6 +68,7 @@ mod keeper;
 mod keeper_link;
 mod os;
 mod run;
+mod snapshot;
 mod trust;
 
 pub use binaries::{BIN_DIR_ENV, Binaries, DOWNLOAD_ENV};

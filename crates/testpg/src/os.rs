@@ -304,6 +304,16 @@ pub(crate) fn random_hex(bytes: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Lowers the calling thread's scheduling priority to the lowest (nice 19): for background work
+/// that must not slow tests down.
+pub(crate) fn lower_priority() {
+    // SAFETY: gettid and setpriority take plain integers; a failure only leaves the priority.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,12 +5,14 @@ use std::path::{Path, PathBuf};
 use aiida::config::{Instance, Profile, PsqlDosConfig};
 use testpg::{ConnectionInfo, Server, Template, TestDatabase};
 
-/// The aiida schema, migrated once per run and cloned for each test.
+/// The aiida schema, migrated once (and kept between runs: its key hashes the schema) and cloned
+/// for each test; the same template as the harness's.
 pub fn aiida_template() -> Template {
-    Template::new(format!("aiida-core.psql_dos-{}", aiida::storage::SCHEMA_HEAD), |db| {
+    Template::new(aiida::storage::schema_key(), |db| {
         aiida::storage::migrate_database(&psql_dos(db, Path::new("/unused")))?;
         Ok(())
     })
+    .cached()
 }
 
 pub fn psql_dos(db: &ConnectionInfo, repository: &Path) -> PsqlDosConfig {

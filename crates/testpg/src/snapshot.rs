@@ -1,0 +1,80 @@
+//! At the end of a run that built a template marked [`Template::cached`](crate::Template::cached):
+//! the launched server's data is stripped to the cached templates (and a few ready clones of each)
+//! and becomes the cache the next runs start from (see `cache`). What a test made (its databases,
+//! roles) never gets into the cache: it is dropped first, and a run whose maintenance database
+//! holds objects of a test's keeps the cache as it was.
+
+use std::collections::BTreeSet;
+
+use crate::client::Client;
+use crate::conn::{ident, literal};
+use crate::database::{CACHED_COMMENT, Kind, kind, like_prefix};
+use crate::error::Result;
+
+/// Ready clones of each cached template kept in the cache: the first claims of a run are renames.
+const READY_CLONES: usize = 2;
+
+/// The cached templates on the server.
+pub(crate) async fn cached_templates(client: &Client, prefix: &str) -> Result<BTreeSet<String>> {
+    let sql = format!(
+        "SELECT datname FROM pg_database WHERE datname LIKE {} AND shobj_description(oid, 'pg_database') = {}",
+        like_prefix(&format!("{prefix}t_")),
+        literal(CACHED_COMMENT)
+    );
+    Ok(client.column_async(&sql).await?.into_iter().collect())
+}
+
+/// Readies the server's data to become the cache, if the run built cached templates the cache did
+/// not have (`started_with`): drops every other database and every role but the superuser.
+/// Whether the data should be kept.
+pub(crate) async fn prepare(
+    client: &Client,
+    prefix: &str,
+    version: u32,
+    started_with: &BTreeSet<String>,
+) -> Result<bool> {
+    let cached = cached_templates(client, prefix).await?;
+    if cached.is_empty() || cached.is_subset(started_with) {
+        return Ok(false);
+    }
+    // Objects a test made in the maintenance database would come along: keep the cache as it is.
+    let foreign = client
+        .column_async(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+               AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'",
+        )
+        .await?;
+    if foreign.first().is_none_or(|n| n != "0") {
+        return Ok(false);
+    }
+    let hashes: BTreeSet<&str> = cached.iter().filter_map(|t| t.strip_prefix(prefix)?.strip_prefix("t_")).collect();
+    let mut ready = std::collections::BTreeMap::<&str, usize>::new();
+    let names = client
+        .column_async("SELECT datname FROM pg_database WHERE datname NOT IN ('postgres', 'template0', 'template1')")
+        .await?;
+    for name in &names {
+        let keep = match kind(prefix, name) {
+            Some(Kind::Template(hash)) => hashes.contains(hash),
+            Some(Kind::Pooled(hash)) if hashes.contains(hash) => {
+                let n = ready.entry(hash).or_default();
+                *n += 1;
+                *n <= READY_CLONES
+            }
+            _ => false,
+        };
+        if !keep {
+            let quoted = ident(name);
+            client.query_async(&format!("ALTER DATABASE {quoted} WITH IS_TEMPLATE false")).await?;
+            let force = if version >= 130000 { " WITH (FORCE)" } else { "" };
+            client.query_async(&format!("DROP DATABASE {quoted}{force}")).await?;
+        }
+    }
+    let roles = client
+        .column_async("SELECT rolname FROM pg_roles WHERE rolname <> current_user AND rolname NOT LIKE 'pg\\_%'")
+        .await?;
+    for role in roles {
+        client.query_async(&format!("DROP ROLE {}", ident(&role))).await?;
+    }
+    Ok(true)
+}
