@@ -91,7 +91,8 @@ impl ConfigPsqlDos {
         ConfigPsqlDos { kept: Arc::new(Mutex::new(Vec::new())) }
     }
 
-    /// New storage settings (database with aiida's schema, empty repository folder).
+    /// New storage settings (database with aiida's schema, empty repository folder). They are
+    /// valid as long as this factory (or a clone of it) lives: the database and folder go with it.
     pub fn create(&self) -> Result<PsqlDosConfig, FixtureError> {
         let server = Server::shared()?;
         let database = server.database(&aiida_template())?;

@@ -177,7 +177,8 @@ impl AiidaProfileFactory {
 /// ```
 /// # use aiida_fixtures::prelude::*;
 /// let factory = aiida_profile_factory();
-/// let storage = config_psql_dos().create().unwrap();
+/// let config_psql_dos = config_psql_dos(); // the databases it makes live as long as it does
+/// let storage = config_psql_dos.create().unwrap();
 /// let options = ProfileOptions { name: Some("custom".into()), email: Some("me@example.com".into()), storage: Some(storage) };
 /// let profile = factory.create(options).unwrap();
 /// assert_eq!(profile.profile().default_user_email(), Some("me@example.com"));

@@ -35,16 +35,8 @@ impl Binaries {
         if !holds_server(&dir) {
             return Err(Error::BadBinDir { dir });
         }
-        let postgres = dir.join("postgres");
-        let out = Command::new(&postgres).arg("--version").output().map_err(Error::io("run", &postgres))?;
-        // "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
-        let text = String::from_utf8_lossy(&out.stdout);
-        let version = text.split_whitespace().nth(2).filter(|_| out.status.success());
-        let version = version.ok_or_else(|| Error::Command {
-            program: format!("{} --version", postgres.display()),
-            detail: format!("{}, printed `{}`", out.status, text.trim()),
-        })?;
-        Ok(Binaries { dir, version: version.to_owned() })
+        let version = version_of(&dir.join("postgres"))?;
+        Ok(Binaries { dir, version })
     }
 
     /// The folder holding the binaries.
@@ -65,6 +57,45 @@ impl Binaries {
     pub(crate) fn tool(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
+}
+
+/// What `postgres --version` says, e.g. `15.18`. Remembered in testpg's cache folder, keyed by
+/// the program file's identity (device, inode, size, change time: an upgrade changes them), so
+/// that a starting server does not run it each time (it loads dozens of libraries).
+fn version_of(postgres: &Path) -> Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(postgres).map_err(Error::io("look at", postgres))?;
+    let identity = format!("{}:{}:{}:{}.{}", meta.dev(), meta.ino(), meta.size(), meta.ctime(), meta.ctime_nsec());
+    let memo = crate::trust::base()
+        .and_then(|base| crate::trust::subdir(&base, "cache"))
+        .ok()
+        .map(|cache| cache.join(format!("version-{:016x}", crate::hash(&postgres.to_string_lossy()))));
+    if let Some(memo) = &memo
+        && let Ok(text) = crate::os::open_file(memo).and_then(std::io::read_to_string)
+        && let Some((remembered, version)) = text.trim().split_once(' ')
+        && remembered == identity
+    {
+        return Ok(version.to_owned());
+    }
+    let out = Command::new(postgres).arg("--version").output().map_err(Error::io("run", postgres))?;
+    // "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split_whitespace().nth(2).filter(|_| out.status.success());
+    let version = version.ok_or_else(|| Error::Command {
+        program: format!("{} --version", postgres.display()),
+        detail: format!("{}, printed `{}`", out.status, text.trim()),
+    })?;
+    if let Some(memo) = memo {
+        // Best effort: without it, the next start runs `--version` again.
+        let tmp = memo.with_extension(format!("tmp-{}", std::process::id()));
+        let written = crate::os::create_file(&tmp, 0o644)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{identity} {version}\n").as_bytes()))
+            .and_then(|()| std::fs::rename(&tmp, &memo));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+    Ok(version.to_owned())
 }
 
 fn holds_server(dir: &Path) -> bool {

@@ -259,7 +259,27 @@ async fn serve(
         return (resource, None);
     };
     let (note_tx, mut notes) = mpsc::unbounded_channel();
-    let client = match listen(&state.admin, note_tx.clone()).await {
+    let reuse = Arc::new(Mutex::new(Reuse::default()));
+    // Checked by the process that started us.
+    let size = pool_size().unwrap_or(4);
+    if let Some(listener) = link.and_then(|l| tokio::net::UnixListener::from_std(l).ok()) {
+        let (admin, prefix, notes, reuse) = (state.admin.clone(), state.prefix.clone(), note_tx.clone(), reuse.clone());
+        // First, and with a connection of its own: the run's first test is waiting for a claim,
+        // which must not wait behind the pool's refills either.
+        tokio::spawn(async move {
+            let client = match Client::connect_async(&admin).await {
+                Ok(client) => client,
+                Err(e) => return eprintln!("testpg keeper: no claims over the socket: {e}"),
+            };
+            let version = client.column_async("SHOW server_version_num").await.unwrap_or_default();
+            let version = version.first().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let templates = Default::default();
+            let keep = size.max(1) * 2;
+            let service = keeper_link::LinkService { client, prefix, version, notes, templates, reuse, keep };
+            keeper_link::serve(listener, Arc::new(service)).await;
+        });
+    }
+    let client = match listen(&state.admin, note_tx).await {
         Ok(x) => x,
         Err(e) => {
             eprintln!("testpg keeper: {e}; stopping");
@@ -269,28 +289,15 @@ async fn serve(
     let mut pool = Pool {
         client,
         prefix: state.prefix.clone(),
-        // Checked by the process that started us.
-        size: pool_size().unwrap_or(4),
+        size,
         version: 0,
         used: HashSet::new(),
         handed_back: Vec::new(),
-        reuse: Arc::new(Mutex::new(Reuse::default())),
+        reuse,
         waiting_since: None,
     };
     if let Ok(v) = pool.client.column_async("SHOW server_version_num").await {
         pool.version = v.first().and_then(|v| v.parse().ok()).unwrap_or(0);
-    }
-    if let Some(listener) = link.and_then(|l| tokio::net::UnixListener::from_std(l).ok()) {
-        let service = keeper_link::LinkService {
-            client: pool.client.clone(),
-            prefix: state.prefix.clone(),
-            version: pool.version,
-            notes: note_tx,
-            templates: Default::default(),
-            reuse: pool.reuse.clone(),
-            keep: pool.size.max(1) * 2,
-        };
-        tokio::spawn(keeper_link::serve(listener, Arc::new(service)));
     }
     // What the cache gave this server: a run that adds to it replaces the cache at its end.
     let started_with = match &resource {
@@ -386,7 +393,8 @@ impl Pool {
     }
 
     /// Drops handed-back databases (and those of processes that died) once nobody is connected
-    /// to them, then tops up the pools of the templates this run uses.
+    /// to them, then tops up the pools of the templates this run uses once half their clones are
+    /// taken.
     async fn maintain(&mut self) -> Result<()> {
         let sql = format!("SELECT datname FROM pg_database WHERE datname LIKE {}", like_prefix(&self.prefix));
         let names = self.client.column_async(&sql).await?;
@@ -435,10 +443,13 @@ impl Pool {
             let Some(Kind::Template(hash)) = kind(&self.prefix, name) else {
                 continue;
             };
-            if !self.used.contains(hash) {
+            // Refilled when half used up: a run's first claims do not set the server cloning
+            // while their tests connect.
+            let have = pooled.get(hash).copied().unwrap_or(0);
+            if !self.used.contains(hash) || have * 2 >= self.size {
                 continue;
             }
-            for _ in pooled.get(hash).copied().unwrap_or(0)..self.size {
+            for _ in have..self.size {
                 let sql = clone_sql(&pooled_name(&self.prefix, hash), &template_name(&self.prefix, hash), self.version);
                 self.client.query_async(&sql).await?;
             }
@@ -503,7 +514,7 @@ fn teardown(run_dir: &Path, state: &State, resource: Resource, started_with: Opt
                     let client = Client::connect_async(&admin).await?;
                     let version = client.column_async("SHOW server_version_num").await?;
                     let version = version.first().and_then(|v| v.parse().ok()).unwrap_or(0);
-                    snapshot::prepare(&client, &prefix, version, &started_with).await
+                    snapshot::prepare(&client, &prefix, version, pool_size().unwrap_or(4), &started_with).await
                 });
                 prepared.unwrap_or_else(|e| {
                     eprintln!("testpg keeper: keeping this run's templates in the cache: {e}");

@@ -11,9 +11,6 @@ use crate::conn::{ident, literal};
 use crate::database::{CACHED_COMMENT, Kind, kind, like_prefix};
 use crate::error::Result;
 
-/// Ready clones of each cached template kept in the cache: the first claims of a run are renames.
-const READY_CLONES: usize = 2;
-
 /// The cached templates on the server.
 pub(crate) async fn cached_templates(client: &Client, prefix: &str) -> Result<BTreeSet<String>> {
     let sql = format!(
@@ -27,10 +24,13 @@ pub(crate) async fn cached_templates(client: &Client, prefix: &str) -> Result<BT
 /// Readies the server's data to become the cache, if the run built cached templates the cache did
 /// not have (`started_with`): drops every other database and every role but the superuser.
 /// Whether the data should be kept.
+///
+/// `ready_clones` of each cached template are kept too: the first claims of a run are renames.
 pub(crate) async fn prepare(
     client: &Client,
     prefix: &str,
     version: u32,
+    ready_clones: usize,
     started_with: &BTreeSet<String>,
 ) -> Result<bool> {
     let cached = cached_templates(client, prefix).await?;
@@ -59,7 +59,7 @@ pub(crate) async fn prepare(
             Some(Kind::Pooled(hash)) if hashes.contains(hash) => {
                 let n = ready.entry(hash).or_default();
                 *n += 1;
-                *n <= READY_CLONES
+                *n <= ready_clones
             }
             _ => false,
         };
