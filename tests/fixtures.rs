@@ -133,6 +133,83 @@ fn the_clean_fixture_empties_a_used_profile(aiida_profile: AiidaProfile) {
     assert_eq!(aiida::orm::User::list(&clean).unwrap().len(), 1, "the default user is back");
 }
 
+#[rstest]
+fn a_storage_used_before_holds_nothing_of_the_test_before() {
+    // Under `cargo test` the second profile gets the first one's storage, cleaned; under nextest
+    // its database, emptied and handed back through the run's keeper.
+    let first = aiida_profile_tmp();
+    let (first_name, first_container) = (first.name().to_owned(), first.repository().container_id().unwrap());
+    let mut node = data::int(1);
+    node.put_file("notes.txt", "from the first test").unwrap();
+    node.store(&first).unwrap();
+    aiida::orm::Computer::new("c", "localhost", "core.local", "core.direct").store(&first).unwrap();
+    aiida::orm::Group::new("g").store(&first).unwrap();
+    aiida::orm::User::get_or_create(&first, "someone@else").unwrap();
+    drop(first);
+
+    let options = ProfileOptions { email: Some("second@test".into()), ..ProfileOptions::default() };
+    let second = AiidaProfile::create(&AiidaInstance::temporary().unwrap(), options).unwrap();
+    assert_ne!(second.name(), first_name);
+    let counts = second.info().unwrap().counts;
+    assert!(counts.iter().all(|(entity, n)| *n == i64::from(entity == "users")), "{counts:?}");
+    let users = aiida::orm::User::list(&second).unwrap();
+    assert_eq!(users.iter().map(|u| u.email()).collect::<Vec<_>>(), ["second@test"]);
+    assert_ne!(second.repository().container_id().unwrap(), first_container, "a new repository container");
+    assert_eq!(second.repository().count_and_size().unwrap(), (0, 0));
+    let mut node = data::int(2);
+    assert_eq!(node.store(&second).unwrap().pk(), Some(1), "ids start again");
+}
+
+#[test]
+#[ignore = "a helper: run as a child process, then killed"]
+fn child_holds_a_profile_until_killed() {
+    let profile = aiida_profile();
+    let mut node = data::int(1);
+    node.put_file("notes.txt", "written before the kill").unwrap();
+    node.store(&profile).unwrap();
+    profile.clean().unwrap();
+    data::int(2).store(&profile).unwrap();
+    println!("READY {}", testpg::Server::shared().unwrap().run_dir().display());
+    // Until the parent kills us (it keeps our stdin open).
+    let _ = std::io::stdin().read_line(&mut String::new());
+}
+
+#[test]
+fn a_killed_test_leaves_nothing_outside_its_run_folder_which_goes_too() {
+    use std::io::BufRead;
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_holds_a_profile_until_killed", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("TMPDIR", tmp.path())
+        // A run of its own, which ends with the child.
+        .env_remove("NEXTEST_RUN_ID")
+        .env_remove("TESTPG_RUN_ID")
+        .env_remove("AIIDA_TEST_PROFILE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    // libtest prints `test NAME ... ` before the test's own output, on the same line.
+    while !line.contains("READY ") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the child ended before it was ready");
+    }
+    let run_dir = std::path::PathBuf::from(line.trim_end().split("READY ").nth(1).unwrap());
+    assert!(run_dir.join("aiida").is_dir(), "the test's instance and repository live in its run folder");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while run_dir.exists() {
+        assert!(Instant::now() < deadline, "the killed run's folder {} stayed", run_dir.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(left.is_empty(), "scratch left in the temporary folder: {left:?}");
+}
+
 // ---- Isolation: each test its own profile, whatever the runner ----
 
 fn store_and_count(profile: &AiidaProfile, label: &str) {
