@@ -11,9 +11,10 @@ test:
 nextest *ARGS:
     cargo nextest run --workspace {{ARGS}}
 
-# Benchmarks: medians of what fixtures cost.
+# Benchmarks: medians of what fixtures cost (release), then what a suite pays under both runners (debug).
 bench:
     cargo bench --workspace
+    scripts/bench-suite
 
 # Formatting and lints, as CI wants them.
 lint:

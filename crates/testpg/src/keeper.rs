@@ -130,10 +130,12 @@ fn run(run_dir: PathBuf) -> Result<()> {
         _ => None,
     };
     let (resource, started_with) = block(serve(state.clone(), owner_fd, resource, link));
+    let result = teardown(&run_dir, &state, resource, started_with);
+    // The run is gone; a copy for the next one still being made is finished first.
     if let Some(copier) = copier {
         let _ = copier.join();
     }
-    teardown(&run_dir, &state, resource, started_with)
+    result
 }
 
 /// The keeper's socket (see `keeper_link`), private to us; `None` if it cannot be made (test
