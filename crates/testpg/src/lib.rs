@@ -32,8 +32,11 @@
 //!   process (this executable run again) owns the server and stops it, and removes its folder,
 //!   when the run ends, including after SIGKILL. Leftovers of crashed runs go at the next run.
 //! - **Databases** ([`Server::database`]): the caller's migration builds a template database once
-//!   per key and run; tests get clones (`CREATE DATABASE … TEMPLATE … STRATEGY FILE_COPY`) from a
-//!   pool the keeper keeps warm; handed-back databases are dropped in the background.
+//!   per key and run (once per machine for a [`Template::cached`] one, whose server data the cache
+//!   keeps); tests get clones (`CREATE DATABASE … TEMPLATE … STRATEGY FILE_COPY`) from a pool the
+//!   keeper keeps warm, asking it over a Unix socket in the run folder; handed-back databases are
+//!   dropped in the background, or, when their test emptied them ([`TestDatabase::recycle`]),
+//!   handed out again.
 //! - **Other backends** ([`Backend`]): an existing server (`TESTPG_URL`; only databases with the
 //!   run's own prefix are created and dropped), or a container (cargo feature `testcontainers`,
 //!   `TESTPG_BACKEND=testcontainers`).
