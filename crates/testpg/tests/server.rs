@@ -291,9 +291,33 @@ fn attach_child(run_id: &str, owner: u32, env: &[(&str, &str)]) -> Result<Report
         .map_or_else(|| format!("child failed: {stdout}{}", String::from_utf8_lossy(&output.stderr)), str::to_owned))
 }
 
-/// A process standing in for a test runner: the run ends when it does.
-fn owner_process() -> Child {
-    Command::new("sleep").arg("600").stdin(Stdio::null()).spawn().unwrap()
+/// A process standing in for a test runner: the run ends when it does. Killed on drop, so that a
+/// failing test does not keep its run's server alive.
+struct Owner(Child);
+
+impl std::ops::Deref for Owner {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Owner {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn owner_process() -> Owner {
+    Owner(Command::new("sleep").arg("600").stdin(Stdio::null()).spawn().unwrap())
 }
 
 fn run_id(name: &str) -> String {
@@ -340,7 +364,9 @@ fn a_run_whose_keeper_was_killed_is_cleaned_up_by_the_next_one() {
 
     let mut next_owner = owner_process();
     let next = attach_child(&run_id("next"), next_owner.id(), &[]).unwrap();
-    assert!(!run_dir.exists(), "the next run removed the crashed run's folder");
+    // Swept by the next run's start (or, when the tests run in parallel, by another run's start
+    // that got there first and may still be at it).
+    assert!(wait_until(Duration::from_secs(10), || !run_dir.exists()), "the crashed run's folder stayed");
     next_owner.kill().unwrap();
     next_owner.wait().unwrap();
     assert!(wait_until(Duration::from_secs(10), || !Path::new(next.get("run_dir")).exists()));
