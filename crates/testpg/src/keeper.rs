@@ -129,8 +129,8 @@ fn run(run_dir: PathBuf) -> Result<()> {
         }
         _ => None,
     };
-    let (resource, started_with) = block(serve(state.clone(), owner_fd, resource, link));
-    let result = teardown(&run_dir, &state, resource, started_with);
+    let (resource, cache_use) = block(serve(state.clone(), owner_fd, resource, link));
+    let result = teardown(&run_dir, &state, resource, cache_use);
     // The run is gone; a copy for the next one still being made is finished first.
     if let Some(copier) = copier {
         let _ = copier.join();
@@ -251,7 +251,7 @@ async fn serve(
     owner_fd: OwnedFd,
     mut resource: Resource,
     link: Option<std::os::unix::net::UnixListener>,
-) -> (Resource, Option<BTreeSet<String>>) {
+) -> (Resource, Option<CacheUse>) {
     // SAFETY: the AsyncFd owns the pidfd, which stays open and unchanged until it is dropped.
     let owner = unsafe { AsyncFd::register_with_interest(owner_fd, Interest::READABLE) };
     let (Ok(owner), Ok(mut term), Ok(mut int)) =
@@ -347,7 +347,15 @@ async fn serve(
             _ = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
         }
     }
-    (resource, started_with)
+    (resource, started_with.map(|started_with| CacheUse { started_with, used: pool.used }))
+}
+
+/// What a run did with the cache's templates, for its end.
+struct CacheUse {
+    /// The cached templates the server started with.
+    started_with: BTreeSet<String>,
+    /// The hashes of the templates the run claimed from.
+    used: HashSet<String>,
 }
 
 /// A connection that receives our channel's notifications.
@@ -502,7 +510,7 @@ pub(crate) async fn drop_prefixed(admin: &ConnectionInfo, prefix: &str) -> Resul
     }
 }
 
-fn teardown(run_dir: &Path, state: &State, resource: Resource, started_with: Option<BTreeSet<String>>) -> Result<()> {
+fn teardown(run_dir: &Path, state: &State, resource: Resource, cache_use: Option<CacheUse>) -> Result<()> {
     // Wait for anyone attaching right now, then take the folder away from under the lock.
     let lock = os::open_file(&run_dir.join("lock")).ok();
     if let Some(lock) = &lock {
@@ -510,13 +518,14 @@ fn teardown(run_dir: &Path, state: &State, resource: Resource, started_with: Opt
     }
     let result = match resource {
         Resource::Cluster(cluster, cache) => {
-            let keep = started_with.is_some_and(|started_with| {
+            let keep = cache_use.is_some_and(|CacheUse { started_with, used }| {
                 let (admin, prefix) = (state.admin.clone(), state.prefix.clone());
                 let prepared = block(async move {
                     let client = Client::connect_async(&admin).await?;
                     let version = client.column_async("SHOW server_version_num").await?;
                     let version = version.first().and_then(|v| v.parse().ok()).unwrap_or(0);
-                    snapshot::prepare(&client, &prefix, version, pool_size().unwrap_or(4), &started_with).await
+                    let ready_clones = pool_size().unwrap_or(4);
+                    snapshot::prepare(&client, &prefix, version, ready_clones, &started_with, &used).await
                 });
                 prepared.unwrap_or_else(|e| {
                     eprintln!("testpg keeper: keeping this run's templates in the cache: {e}");

@@ -4,12 +4,15 @@
 //! roles) never gets into the cache: it is dropped first, and a run whose maintenance database
 //! holds objects of a test's keeps the cache as it was.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use crate::client::Client;
 use crate::conn::{ident, literal};
 use crate::database::{CACHED_COMMENT, Kind, kind, like_prefix};
 use crate::error::Result;
+
+/// How many cached templates the cache keeps at most.
+pub(crate) const TEMPLATES_KEPT: usize = 3;
 
 /// The cached templates on the server.
 pub(crate) async fn cached_templates(client: &Client, prefix: &str) -> Result<BTreeSet<String>> {
@@ -26,17 +29,28 @@ pub(crate) async fn cached_templates(client: &Client, prefix: &str) -> Result<BT
 /// Whether the data should be kept.
 ///
 /// `ready_clones` of each cached template are kept too: the first claims of a run are renames.
+/// At most [`TEMPLATES_KEPT`] templates are kept, those the run `used` (hashes) first, then the
+/// newest: a schema that changes often does not fill the cache with old versions.
 pub(crate) async fn prepare(
     client: &Client,
     prefix: &str,
     version: u32,
     ready_clones: usize,
     started_with: &BTreeSet<String>,
+    used: &HashSet<String>,
 ) -> Result<bool> {
     let cached = cached_templates(client, prefix).await?;
     if cached.is_empty() || cached.is_subset(started_with) {
         return Ok(false);
     }
+    // Newest first (databases get increasing oids), those the run used before all others.
+    let sql = format!(
+        "SELECT datname FROM pg_database WHERE datname IN ({}) ORDER BY oid DESC",
+        cached.iter().map(|n| literal(n)).collect::<Vec<_>>().join(", ")
+    );
+    let mut newest = client.column_async(&sql).await?;
+    newest.sort_by_key(|name| !kind(prefix, name).is_some_and(|k| matches!(k, Kind::Template(h) if used.contains(h))));
+    let cached: BTreeSet<String> = newest.into_iter().take(TEMPLATES_KEPT).collect();
     // Objects a test made in the maintenance database would come along: keep the cache as it is.
     let foreign = client
         .column_async(

@@ -244,7 +244,18 @@ fn child_attach() {
     if std::env::var_os("TESTPG_RUN_ID").is_none() {
         return;
     }
-    match Server::shared().and_then(|s| s.database(&Template::empty()).map(|db| (s, db))) {
+    // With TESTPG_TEST_CACHED_KEY: a cached template whose migration appends a line to the file
+    // TESTPG_TEST_MARKER, so that the parent can count the builds.
+    let template = match (std::env::var("TESTPG_TEST_CACHED_KEY"), std::env::var_os("TESTPG_TEST_MARKER")) {
+        (Ok(key), Some(marker)) => Template::new(key, move |_| {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&marker)?;
+            Ok(writeln!(file, "built")?)
+        })
+        .cached(),
+        _ => Template::empty(),
+    };
+    match Server::shared().and_then(|s| s.database(&template).map(|db| (s, db))) {
         Ok((server, db)) => println!(
             "ATTACHED keeper={} postmaster={} run_dir={} prefix={} db={}",
             server.keeper_pid(),
@@ -370,6 +381,37 @@ fn a_run_whose_keeper_was_killed_is_cleaned_up_by_the_next_one() {
     next_owner.kill().unwrap();
     next_owner.wait().unwrap();
     assert!(wait_until(Duration::from_secs(10), || !Path::new(next.get("run_dir")).exists()));
+}
+
+#[test]
+fn a_cached_template_is_built_once_and_later_runs_start_with_it() {
+    let base = scratch("cache-base");
+    struct Remove(PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _remove = Remove(base.clone());
+    let marker = std::env::temp_dir().join(format!("testpg-cached-builds-{}", std::process::id()));
+    let _remove_marker = Remove(marker.clone());
+    let key = format!("cached-v1-{}", std::process::id());
+    let env = [
+        ("TESTPG_DIR", base.to_str().unwrap()),
+        ("TESTPG_TEST_CACHED_KEY", key.as_str()),
+        ("TESTPG_TEST_MARKER", marker.to_str().unwrap()),
+    ];
+    for i in 0..3 {
+        let mut owner = owner_process();
+        let report = attach_child(&run_id(&format!("cached{i}")), owner.id(), &env).unwrap();
+        owner.kill().unwrap();
+        owner.wait().unwrap();
+        // The run's end puts its data in the cache before its folder goes.
+        let run_dir = PathBuf::from(report.get("run_dir"));
+        assert!(wait_until(Duration::from_secs(20), || !run_dir.exists()), "run {i} did not end");
+    }
+    let builds = std::fs::read_to_string(&marker).unwrap().lines().count();
+    assert_eq!(builds, 1, "the template was built again by a later run");
 }
 
 #[test]
