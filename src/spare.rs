@@ -2,7 +2,7 @@
 //!
 //! A temporary profile's storage is a database cloned from the migrated template, a repository
 //! folder, and the open connection to them. When the test that used it ends, the storage is kept,
-//! and the next test of the process that needs a temporary profile gets it cleaned (every row
+//! and the next test of the process that needs a temporary profile gets it reset (every row
 //! deleted, ids restarted, a new repository container, its own default user): under `cargo test`,
 //! whose threads run many tests per process, a test then costs no new database, folder or
 //! connection. Under `cargo nextest`, which runs each test in a process of its own, nothing is
@@ -37,14 +37,14 @@ fn one_test_per_process() -> bool {
 }
 
 impl StorageParts {
-    /// Storage for a new test profile `name` whose default user is `email`: a kept one, cleaned
-    /// for it, or a new clone of the template with a new repository folder.
+    /// Storage for a new test profile `name` whose default user is `email`: a kept one, reset for
+    /// it, or a new clone of the template with a new repository folder.
     pub(crate) fn for_profile(name: &str, email: &str) -> Result<(Profile, Storage, StorageParts), FixtureError> {
         loop {
             let kept = KEPT.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let Some((storage, parts)) = kept else { break };
             let profile = Profile::new(name, &storage.profile().psql_dos()?, email).with_test_profile(true);
-            match storage.with_profile(&profile).and_then(|s| s.clean().map(|()| s)) {
+            match storage.with_profile(&profile).and_then(|s| s.reset().map(|()| s)) {
                 Ok(storage) => return Ok((profile, storage, parts)),
                 // A connection that broke (say, the server restarted) is not worth repairing.
                 Err(_) => drop(parts),
@@ -62,6 +62,11 @@ impl StorageParts {
     /// Called when the profile is gone: keeps its storage for the next test of the process, or
     /// empties its database and hands it back to the run's pool for another process.
     pub(crate) fn give_back(self, storage: Storage) {
+        // Another session on the database (a second storage of the test's, a `verdi` it started)
+        // could still write into it: then it is not passed on, but dropped once that session ends.
+        if storage.other_sessions().ok() != Some(0) {
+            return;
+        }
         if !one_test_per_process() {
             let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
             if kept.len() < KEEP_AT_MOST {

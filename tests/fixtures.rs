@@ -145,6 +145,7 @@ fn a_storage_used_before_holds_nothing_of_the_test_before() {
     aiida::orm::Computer::new("c", "localhost", "core.local", "core.direct").store(&first).unwrap();
     aiida::orm::Group::new("g").store(&first).unwrap();
     aiida::orm::User::get_or_create(&first, "someone@else").unwrap();
+    first.set_setting("test|left", serde_json::json!("behind"), "set by the first test").unwrap();
     drop(first);
 
     let options = ProfileOptions { email: Some("second@test".into()), ..ProfileOptions::default() };
@@ -155,9 +156,22 @@ fn a_storage_used_before_holds_nothing_of_the_test_before() {
     let users = aiida::orm::User::list(&second).unwrap();
     assert_eq!(users.iter().map(|u| u.email()).collect::<Vec<_>>(), ["second@test"]);
     assert_ne!(second.repository().container_id().unwrap(), first_container, "a new repository container");
+    assert_eq!(second.setting("test|left").unwrap(), None, "a setting of the test before");
     assert_eq!(second.repository().count_and_size().unwrap(), (0, 0));
     let mut node = data::int(2);
     assert_eq!(node.store(&second).unwrap().pk(), Some(1), "ids start again");
+}
+
+#[rstest]
+fn a_storage_still_in_use_is_not_passed_on() {
+    let first = aiida_profile_tmp();
+    let database = first.profile().psql_dos().unwrap().database_name;
+    // A second session on the first test's database outlives its profile.
+    let other = aiida::storage::Storage::open(first.profile()).unwrap();
+    drop(first);
+    let second = aiida_profile_tmp();
+    assert_ne!(second.profile().psql_dos().unwrap().database_name, database, "handed on while still in use");
+    assert_eq!(QueryBuilder::nodes().count(&other).unwrap(), 0);
 }
 
 #[test]

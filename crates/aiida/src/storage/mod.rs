@@ -141,14 +141,16 @@ pub fn drop_database(config: &PsqlDosConfig) -> Result<(), StorageError> {
     db.batch(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
 }
 
-/// Empties every data table and restarts its ids at 1, in one batch. DELETE costs little on the
-/// few rows tests store, unlike TRUNCATE's new files per table; the foreign keys are deferred, so
-/// the order does not matter.
-fn empty_sql() -> &'static str {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SQL.get_or_init(|| {
+/// Empties every data table (and, with `settings`, `db_dbsetting`) and restarts its ids at 1, in
+/// one batch. DELETE costs little on the few rows tests store, unlike TRUNCATE's new files per
+/// table; the foreign keys are deferred, so the order does not matter.
+fn empty_sql(settings: bool) -> &'static str {
+    static SQL: [std::sync::OnceLock<String>; 2] = [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+    SQL[usize::from(settings)].get_or_init(|| {
+        let settings: &[&str] = if settings { &["db_dbsetting"] } else { &[] };
         schema::DATA_TABLES
             .iter()
+            .chain(settings)
             .map(|t| format!("DELETE FROM {t}; SELECT setval(pg_get_serial_sequence('{t}', 'id'), 1, false);"))
             .collect()
     })
@@ -358,7 +360,8 @@ impl Storage {
             "{sql} INSERT INTO db_dbuser (email, first_name, last_name, institution) VALUES ({email}, '', '', '')
              ON CONFLICT (email) DO NOTHING; SELECT id FROM db_dbuser WHERE email = {email}"
         ))?;
-        let id = rows.first().and_then(|r| r.first().cloned().flatten()).and_then(|id| id.parse().ok());
+        // The last statement's row: those before it may return rows too (setval).
+        let id = rows.last().and_then(|r| r.first().cloned().flatten()).and_then(|id| id.parse().ok());
         *self.default_user.lock().unwrap_or_else(|e| e.into_inner()) = id;
         Ok(())
     }
@@ -413,11 +416,22 @@ impl Storage {
     /// `db_dbsetting` is emptied, the repository container is replaced by a new one (its id
     /// recorded), and the default user is created again.
     pub fn clean(&self) -> Result<(), StorageError> {
+        self.clean_with(empty_sql(false))
+    }
+
+    /// Empties the storage to what [`Storage::initialise`] makes of a freshly migrated database:
+    /// like [`Storage::clean`], and the settings are emptied too. For a harness that hands a used
+    /// storage to the next test.
+    pub fn reset(&self) -> Result<(), StorageError> {
+        self.clean_with(empty_sql(true))
+    }
+
+    fn clean_with(&self, empty: &str) -> Result<(), StorageError> {
         // The new container is built first and put in place only after the database committed:
         // a failure on either side leaves the other as it was.
         let staged = self.repository.stage()?;
         let setting = set_setting_sql(REPOSITORY_UUID_KEY, &staged.id, "Repository UUID");
-        self.with_default_user(&format!("{} {setting}", empty_sql()))?;
+        self.with_default_user(&format!("{empty} {setting}"))?;
         self.repository.replace_with(staged)
     }
 
@@ -426,7 +440,15 @@ impl Storage {
     /// left as it is. For a harness that hands the database on to be set up anew.
     pub fn empty(&self) -> Result<(), StorageError> {
         *self.default_user.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        self.db.batch(&format!("{} DELETE FROM db_dbsetting;", empty_sql()))
+        self.db.batch(empty_sql(true))
+    }
+
+    /// How many other sessions are connected to this storage's database (a second storage of the
+    /// profile, a `verdi` process, ...).
+    pub fn other_sessions(&self) -> Result<i64, StorageError> {
+        let sql =
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()";
+        Ok(self.db.query(sql, params![])?[0].get(0))
     }
 
     /// The profile this storage belongs to.

@@ -110,7 +110,11 @@ impl Db {
             let rows = client.query(&statement, &refs).await?;
             Ok((rows, statement))
         })
-        .map_err(|source| StorageError::Query { sql: abbreviate(sql), source })?;
+        .map_err(|source| {
+            // A statement that failed is prepared again next time (its plan may be stale).
+            self.statements.lock().unwrap_or_else(|e| e.into_inner()).remove(sql);
+            StorageError::Query { sql: abbreviate(sql), source }
+        })?;
         let mut statements = self.statements.lock().unwrap_or_else(|e| e.into_inner());
         if !statements.contains_key(sql) {
             if statements.len() >= STATEMENTS_KEPT {
