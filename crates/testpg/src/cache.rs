@@ -5,8 +5,8 @@
 //! a running keeper, which the next server takes with a rename instead of copying tens of
 //! megabytes while a test waits.
 //!
-//! One lock file orders the writers: `initdb` and [`DataCache::install`] hold it exclusively, a
-//! copy of the cache holds it shared. A ready copy is named after the cache it was copied from
+//! One lock file orders the writers: `initdb` and [`DataCache::install`] hold it exclusively;
+//! copying the cache, taking a ready copy and sweeping leftovers hold it shared. A ready copy is named after the cache it was copied from
 //! (its inode), so one of a replaced cache is never used.
 
 use std::fs::{self, File};
@@ -96,6 +96,9 @@ impl DataCache {
         if !self.is_ready()? {
             return Ok(false);
         }
+        // Shared: the cache is not replaced (and its copies not removed) while we take one.
+        let lock = self.lock()?;
+        lock.lock_shared().map_err(Error::io("lock", self.current()))?;
         let prefix = self.ready_prefix()?;
         for entry in fs::read_dir(&self.dir).map_err(Error::io("read folder", &self.dir))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -126,6 +129,12 @@ impl DataCache {
         let mut have = false;
         for entry in fs::read_dir(&self.dir).map_err(Error::io("read folder", &self.dir))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
+            // Left by a process killed while it made the cache or replaced it: those hold the
+            // lock exclusively, so under our shared lock nobody is at it now.
+            if [".partial-", ".old-"].iter().any(|tag| name.starts_with(&format!("{}{tag}", self.name))) {
+                let _ = os::remove_tree(&entry.path());
+                continue;
+            }
             if !name.starts_with(&format!("{}.ready-", self.name)) {
                 continue;
             }
@@ -163,12 +172,13 @@ impl DataCache {
         let lock = self.lock()?;
         lock.lock().map_err(Error::io("lock", self.current()))?;
         let current = self.current();
-        let old = self.dir.join(format!("{}.old-{}", self.name, std::process::id()));
-        if !os::is_missing(&current) {
-            fs::rename(&current, &old).map_err(Error::io("rename", &current))?;
+        if os::is_missing(&current) {
+            fs::rename(data, &current).map_err(Error::io("rename", data))?;
+        } else {
+            // One atomic swap: killed at any point, the cache is either the old or the new one.
+            os::exchange(data, &current).map_err(Error::io("swap in", &current))?;
+            let _ = os::remove_tree(data);
         }
-        fs::rename(data, &current).map_err(Error::io("rename", data))?;
-        let _ = os::remove_tree(&old);
         for entry in fs::read_dir(&self.dir).map_err(Error::io("read folder", &self.dir))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with(&format!("{}.ready-", self.name)) && !name.ends_with(".partial") {

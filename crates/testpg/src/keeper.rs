@@ -264,7 +264,7 @@ async fn serve(
     let reuse = Arc::new(Mutex::new(Reuse::default()));
     // Checked by the process that started us.
     let size = pool_size().unwrap_or(4);
-    if let Some(listener) = link.and_then(|l| tokio::net::UnixListener::from_std(l).ok()) {
+    let link = link.and_then(|l| tokio::net::UnixListener::from_std(l).ok()).map(|listener| {
         let (admin, prefix, notes, reuse) = (state.admin.clone(), state.prefix.clone(), note_tx.clone(), reuse.clone());
         // First, and with a connection of its own: the run's first test is waiting for a claim,
         // which must not wait behind the pool's refills either.
@@ -279,8 +279,8 @@ async fn serve(
             let keep = size.max(1) * 2;
             let service = keeper_link::LinkService { client, prefix, version, notes, templates, reuse, keep };
             keeper_link::serve(listener, Arc::new(service)).await;
-        });
-    }
+        })
+    });
     let client = match listen(&state.admin, note_tx).await {
         Ok(x) => x,
         Err(e) => {
@@ -346,6 +346,10 @@ async fn serve(
             },
             _ = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
         }
+    }
+    // The run is over: no more claims, also not from a process that outlived its runner.
+    if let Some(link) = link {
+        link.abort();
     }
     (resource, started_with.map(|started_with| CacheUse { started_with, used: pool.used }))
 }
@@ -435,6 +439,11 @@ impl Pool {
                 if busy.contains(&name) {
                     continue;
                 }
+                // Recycled meanwhile (a reply lost, a fallback notice late): not ours to drop.
+                if self.reuse.lock().unwrap_or_else(|e| e.into_inner()).in_use_again(&name) {
+                    self.handed_back.retain(|n| n != &name);
+                    continue;
+                }
                 match self.client.query_async(&format!("DROP DATABASE IF EXISTS {}", ident(&name))).await {
                     Ok(_) => {
                         self.handed_back.retain(|n| n != &name);
@@ -521,11 +530,8 @@ fn teardown(run_dir: &Path, state: &State, resource: Resource, cache_use: Option
             let keep = cache_use.is_some_and(|CacheUse { started_with, used }| {
                 let (admin, prefix) = (state.admin.clone(), state.prefix.clone());
                 let prepared = block(async move {
-                    let client = Client::connect_async(&admin).await?;
-                    let version = client.column_async("SHOW server_version_num").await?;
-                    let version = version.first().and_then(|v| v.parse().ok()).unwrap_or(0);
                     let ready_clones = pool_size().unwrap_or(4);
-                    snapshot::prepare(&client, &prefix, version, ready_clones, &started_with, &used).await
+                    snapshot::prepare(&admin, &prefix, ready_clones, &started_with, &used).await
                 });
                 prepared.unwrap_or_else(|e| {
                     eprintln!("testpg keeper: keeping this run's templates in the cache: {e}");

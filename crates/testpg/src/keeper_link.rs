@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use crate::client::Client;
 use crate::conn::literal;
 use crate::database::{Kind, claim, claimed_name_for, kind, template_name};
+use crate::os::ProcessId;
 
 /// The socket's name in the run folder.
 pub(crate) const SOCKET: &str = "keeper.sock";
@@ -60,12 +61,19 @@ impl KeeperLink {
                 *slot = Some(BufReader::new(stream));
             }
             let reader = slot.as_mut()?;
-            let mut reply = String::new();
-            let sent = writeln!(reader.get_mut(), "{request}").and_then(|()| reader.read_line(&mut reply));
-            match sent {
-                Ok(n) if n > 0 => return Some(reply.trim_end().to_owned()),
-                _ => *slot = None,
+            if writeln!(reader.get_mut(), "{request}").is_err() {
+                *slot = None;
+                continue;
             }
+            // Sent: never sent again (the keeper may have acted on it), whatever the reply.
+            let mut reply = String::new();
+            return match reader.read_line(&mut reply) {
+                Ok(n) if n > 0 => Some(reply.trim_end().to_owned()),
+                _ => {
+                    *slot = None;
+                    None
+                }
+            };
         }
         None
     }
@@ -116,6 +124,13 @@ impl Reuse {
         Some(self.holders.get(name).copied().unwrap_or(pid))
     }
 
+    /// Whether the recycled database `name` waits to be handed out again, or was, to a process
+    /// that still runs: then a drop asked for earlier is out of date.
+    pub(crate) fn in_use_again(&self, name: &str) -> bool {
+        self.free.values().any(|names| names.iter().any(|n| n == name))
+            || self.holders.get(name).is_some_and(|&pid| ProcessId::of(pid).is_some())
+    }
+
     /// Forgets a database that is gone.
     pub(crate) fn forget(&mut self, name: &str) {
         self.holders.remove(name);
@@ -139,11 +154,14 @@ pub(crate) struct LinkService {
     pub keep: usize,
 }
 
-/// Accepts connections on `listener` and answers their requests, until the keeper ends.
+/// Accepts connections on `listener` and answers their requests, until the keeper ends or this
+/// task is aborted (which ends the connections' tasks too).
 pub(crate) async fn serve(listener: tokio::net::UnixListener, service: Arc<LinkService>) {
+    let mut connections = tokio::task::JoinSet::new();
     while let Ok((stream, _)) = listener.accept().await {
+        while connections.try_join_next().is_some() {}
         let service = service.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut lines = tokio::io::BufReader::new(read).lines();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -198,12 +216,13 @@ impl LinkService {
     /// Keeps the recycled database `name` for the next claim of its template, unless enough
     /// are kept already.
     fn keep_for_reuse(&self, name: &str) -> bool {
-        let Some(Kind::Claimed { hash, .. }) = kind(&self.prefix, name) else { return false };
+        let Some(Kind::Claimed { hash, pid }) = kind(&self.prefix, name) else { return false };
         let mut reuse = self.reuse.lock().unwrap_or_else(|e| e.into_inner());
-        let free = reuse.free.entry(hash.to_owned()).or_default();
-        if free.iter().any(|n| n == name) {
-            return true;
+        // From a holder that died since it asked: the pool's sweep may be dropping it already.
+        if reuse.holder(name, pid).is_none_or(|holder| ProcessId::of(holder).is_none()) {
+            return reuse.free.get(hash).is_some_and(|free| free.iter().any(|n| n == name));
         }
+        let free = reuse.free.entry(hash.to_owned()).or_default();
         if free.len() >= self.keep {
             return false;
         }

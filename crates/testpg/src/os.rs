@@ -304,6 +304,18 @@ pub(crate) fn random_hex(bytes: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Swaps the two paths atomically (Linux `renameat2` with `RENAME_EXCHANGE`).
+pub(crate) fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    let (ca, cb) = (
+        CString::new(a.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?,
+        CString::new(b.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?,
+    );
+    // SAFETY: both are valid C strings; AT_FDCWD makes the paths relative to the working folder.
+    let rc =
+        unsafe { libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
 /// Lowers the calling thread's scheduling priority to the lowest (nice 19): for background work
 /// that must not slow tests down.
 pub(crate) fn lower_priority() {

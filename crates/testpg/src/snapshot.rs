@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use crate::client::Client;
-use crate::conn::{ident, literal};
+use crate::conn::{ConnectionInfo, ident, literal};
 use crate::database::{CACHED_COMMENT, Kind, kind, like_prefix};
 use crate::error::Result;
 
@@ -32,13 +32,15 @@ pub(crate) async fn cached_templates(client: &Client, prefix: &str) -> Result<BT
 /// At most [`TEMPLATES_KEPT`] templates are kept, those the run `used` (hashes) first, then the
 /// newest: a schema that changes often does not fill the cache with old versions.
 pub(crate) async fn prepare(
-    client: &Client,
+    admin: &ConnectionInfo,
     prefix: &str,
-    version: u32,
     ready_clones: usize,
     started_with: &BTreeSet<String>,
     used: &HashSet<String>,
 ) -> Result<bool> {
+    let client = &Client::connect_async(admin).await?;
+    let version = client.column_async("SHOW server_version_num").await?;
+    let version: u32 = version.first().and_then(|v| v.parse().ok()).unwrap_or(0);
     let cached = cached_templates(client, prefix).await?;
     if cached.is_empty() || cached.is_subset(started_with) {
         return Ok(false);
@@ -51,17 +53,25 @@ pub(crate) async fn prepare(
     let mut newest = client.column_async(&sql).await?;
     newest.sort_by_key(|name| !kind(prefix, name).is_some_and(|k| matches!(k, Kind::Template(h) if used.contains(h))));
     let cached: BTreeSet<String> = newest.into_iter().take(TEMPLATES_KEPT).collect();
-    // Objects a test made in the maintenance database would come along: keep the cache as it is.
-    let foreign = client
-        .column_async(
-            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
-               AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'",
-        )
-        .await?;
-    if foreign.first().is_none_or(|n| n != "0") {
-        return Ok(false);
+    // What a test may have made beside its own databases would come along: then the cache stays
+    // as it is. In `postgres` and `template1` (which `CREATE DATABASE` copies): any object of a
+    // user (oids from 16384 on); in the whole cluster: settings of roles and databases (`ALTER
+    // ... SET`, `ALTER SYSTEM`), replication slots, tablespaces, a superuser password.
+    const USER_OBJECTS: &str = "SELECT (SELECT count(*) FROM pg_class WHERE oid >= 16384)
+        + (SELECT count(*) FROM pg_namespace WHERE oid >= 16384) + (SELECT count(*) FROM pg_proc WHERE oid >= 16384)
+        + (SELECT count(*) FROM pg_type WHERE oid >= 16384) + (SELECT count(*) FROM pg_extension WHERE oid >= 16384)
+        + (SELECT count(*) FROM pg_largeobject_metadata) + (SELECT count(*) FROM pg_event_trigger)";
+    const CLUSTER_STATE: &str = "SELECT (SELECT count(*) FROM pg_db_role_setting)
+        + (SELECT count(*) FROM pg_replication_slots) + (SELECT count(*) FROM pg_tablespace WHERE oid >= 16384)
+        + (SELECT count(*) FROM pg_file_settings WHERE sourcefile LIKE '%postgresql.auto.conf')
+        + (SELECT count(*) FROM pg_authid WHERE rolname = current_user AND rolpassword IS NOT NULL)";
+    let template1 = Client::connect_async(&admin.with_dbname("template1")).await?;
+    for (client, sql) in [(client, USER_OBJECTS), (&template1, USER_OBJECTS), (client, CLUSTER_STATE)] {
+        if client.column_async(sql).await?.first().is_none_or(|n| n != "0") {
+            return Ok(false);
+        }
     }
+    drop(template1);
     let hashes: BTreeSet<&str> = cached.iter().filter_map(|t| t.strip_prefix(prefix)?.strip_prefix("t_")).collect();
     let mut ready = std::collections::BTreeMap::<&str, usize>::new();
     let names = client
