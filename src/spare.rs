@@ -64,20 +64,17 @@ impl StorageParts {
     pub(crate) fn give_back(self, storage: Storage) {
         // Another session on the database (a second storage of the test's, a `verdi` it started)
         // could still write into it: then it is not passed on, but dropped once that session ends.
-        if storage.other_sessions().ok() != Some(0) {
-            return;
-        }
         if !one_test_per_process() {
             let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
-            if kept.len() < KEEP_AT_MOST {
+            if kept.len() < KEEP_AT_MOST && storage.other_sessions().ok() == Some(0) {
                 kept.push((storage, self));
-                return;
             }
+            return;
         }
-        // Back to what the template holds, then the connection closed: the keeper pools it again.
-        let emptied = storage.empty().is_ok();
+        // Back to what the template holds, then the connection closed: the keeper hands it out again.
+        let reusable = storage.empty_for_reuse().unwrap_or(false);
         drop(storage);
-        if emptied {
+        if reusable {
             self._database.recycle();
         }
     }

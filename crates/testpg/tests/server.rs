@@ -406,9 +406,11 @@ fn a_cached_template_is_built_once_and_later_runs_start_with_it() {
         let report = attach_child(&run_id(&format!("cached{i}")), owner.id(), &env).unwrap();
         owner.kill().unwrap();
         owner.wait().unwrap();
-        // The run's end puts its data in the cache before its folder goes.
+        // The run's end puts its data in the cache before its folder goes; its keeper then still
+        // finishes a ready copy of the cache for the next run.
         let run_dir = PathBuf::from(report.get("run_dir"));
         assert!(wait_until(Duration::from_secs(20), || !run_dir.exists()), "run {i} did not end");
+        assert!(wait_until(Duration::from_secs(20), || !alive(report.pid("keeper"))), "run {i}'s keeper stayed");
     }
     let builds = std::fs::read_to_string(&marker).unwrap().lines().count();
     assert_eq!(builds, 1, "the template was built again by a later run");

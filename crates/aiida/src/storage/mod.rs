@@ -156,6 +156,10 @@ fn empty_sql(settings: bool) -> &'static str {
     })
 }
 
+/// Counts the other sessions connected to the current database.
+const OTHER_SESSIONS: &str =
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid();";
+
 /// A statement setting `key` of `db_dbsetting` to the JSON string `value`.
 fn set_setting_sql(key: &str, value: &str, description: &str) -> String {
     format!(
@@ -446,9 +450,17 @@ impl Storage {
     /// How many other sessions are connected to this storage's database (a second storage of the
     /// profile, a `verdi` process, ...).
     pub fn other_sessions(&self) -> Result<i64, StorageError> {
-        let sql =
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()";
-        Ok(self.db.query(sql, params![])?[0].get(0))
+        let rows = self.db.simple(OTHER_SESSIONS)?;
+        Ok(rows.last().and_then(|r| r.first().cloned().flatten()).and_then(|n| n.parse().ok()).unwrap_or(i64::MAX))
+    }
+
+    /// Empties the storage (see [`Storage::empty`]) and, in the same round trip, says whether it
+    /// is then fit to be set up anew for someone else: whether no other session is connected to
+    /// its database.
+    pub fn empty_for_reuse(&self) -> Result<bool, StorageError> {
+        *self.default_user.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let rows = self.db.simple(&format!("{} {OTHER_SESSIONS}", empty_sql(true)))?;
+        Ok(rows.last().and_then(|r| r.first().cloned().flatten()).as_deref() == Some("0"))
     }
 
     /// The profile this storage belongs to.
