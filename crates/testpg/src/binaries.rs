@@ -223,7 +223,9 @@ fn download(req: &str, cache: &Path) -> std::result::Result<PathBuf, String> {
 
 #[cfg(not(feature = "embedded"))]
 fn download(_req: &str, _cache: &Path) -> std::result::Result<PathBuf, String> {
-    Err("this build lacks the `embedded` feature".to_owned())
+    Err("downloading needs the cargo feature `embedded` of testpg (`download-postgres` of aiida-fixtures), \
+         which this build lacks"
+        .to_owned())
 }
 
 #[cfg(test)]

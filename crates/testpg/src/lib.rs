@@ -21,8 +21,9 @@
 //! # How it works
 //!
 //! - **Binaries** ([`Binaries::discover`]): `TESTPG_BIN_DIR`, `pg_config --bindir`, the highest
-//!   `/usr/lib/postgresql/*/bin`, `PATH`; with the `embedded` feature (default) PostgreSQL is
-//!   downloaded into a cache when none is found and the network allows.
+//!   `/usr/lib/postgresql/*/bin`, `PATH`; with the `embedded` feature (off by default: it brings
+//!   an HTTP and TLS stack) PostgreSQL is downloaded into a cache when none is found and the
+//!   network allows.
 //! - **Launch** ([`Cluster`]): `initdb` runs once per binaries into a cache; each server starts from
 //!   a copy, with `postgres` run directly (as the `postgres` user when we are root), on a Unix
 //!   socket in a private folder (on tmpfs when there is room), fsync and autovacuum off, and is
