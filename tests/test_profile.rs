@@ -40,7 +40,7 @@ fn verdi_setup(cluster: &PostgresCluster, instance_dir: &Path, name: &str, test_
     if test_profile {
         args.push("--test-profile");
     }
-    aiida::cli::run_args(args, &Instance::at(instance_dir.join(".aiida")), &mut Vec::new()).unwrap();
+    aiida_cli::run_args(args, &Instance::at(instance_dir.join(".aiida")), &mut Vec::new()).unwrap();
 }
 
 fn open(instance_dir: &Path, name: &str) -> Storage {

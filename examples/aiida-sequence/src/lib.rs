@@ -5,9 +5,9 @@
 
 use std::io::Write;
 
-use aiida::cli::{CliError, Context, DataCommand};
 use aiida::orm::data::DataType;
 use aiida::orm::{Node, OrmError};
+use aiida_cli::{CliError, Context, DataCommand};
 use serde_json::Value;
 
 /// The data type: a list of numbers, with its length.

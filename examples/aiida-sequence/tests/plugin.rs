@@ -24,7 +24,7 @@ fn the_verdi_command_prints_statistics(aiida_profile_clean: AiidaProfile) {
     let pk = sequence(&[2.0, 4.0]).store(&aiida_profile_clean).unwrap().pk().unwrap().to_string();
     let mut out = Vec::new();
     let instance = aiida_profile_clean.instance().instance();
-    aiida::cli::run_args(["verdi", "data", "example.sequence", "stats", &pk], instance, &mut out).unwrap();
+    aiida_cli::run_args(["verdi", "data", "example.sequence", "stats", &pk], instance, &mut out).unwrap();
     assert_eq!(String::from_utf8(out).unwrap(), "sum 6 mean 3\n");
 }
 

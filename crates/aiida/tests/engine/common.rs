@@ -1,4 +1,6 @@
-//! A temporary profile on a database cloned from a template migrated once per run.
+//! A temporary profile on a database cloned from a template migrated once per run. Shared by the
+//! core's tests and `aiida-cli`'s (`#[path]`), each of which uses a part of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 

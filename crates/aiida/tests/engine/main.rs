@@ -1,6 +1,5 @@
-//! The engine against real PostgreSQL servers (testpg) and real `verdi` processes.
+//! The core against real PostgreSQL servers (testpg).
 
 mod common;
 mod orm;
 mod storage;
-mod verdi;

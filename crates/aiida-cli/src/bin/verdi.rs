@@ -1,5 +1,5 @@
 //! `verdi`: the AiiDA command line.
 
 fn main() -> std::process::ExitCode {
-    aiida::cli::main()
+    aiida_cli::main()
 }

@@ -1,10 +1,15 @@
+//! `verdi` against real PostgreSQL servers (testpg): real `verdi` processes, and `run_args` in process.
+
 use std::path::Path;
 
 use assert_cmd::Command;
 use predicates::prelude::*;
 use testpg::{Binaries, Cluster, ClusterOptions, Server};
 
-use crate::common::{TestProfile, aiida_template};
+#[path = "../../aiida/tests/engine/common.rs"]
+mod common;
+
+use common::{TestProfile, aiida_template};
 
 fn verdi(instance: &Path) -> Command {
     let mut cmd = Command::cargo_bin("verdi").unwrap();
@@ -300,9 +305,9 @@ fn data_commands_come_from_entry_points() {
 
     // A plugin linked into this (test) binary adds its own command, run in-process.
     let mut out = Vec::new();
-    aiida::cli::run_args(["verdi", "data", "test.echo", "hello"], &t.instance(), &mut out).unwrap();
+    aiida_cli::run_args(["verdi", "data", "test.echo", "hello"], &t.instance(), &mut out).unwrap();
     assert_eq!(String::from_utf8(out).unwrap(), "echo: hello\n");
-    let err = aiida::cli::run_args(["verdi", "data", "test.echo"], &t.instance(), &mut Vec::new()).unwrap_err();
+    let err = aiida_cli::run_args(["verdi", "data", "test.echo"], &t.instance(), &mut Vec::new()).unwrap_err();
     assert!(err.to_string().contains("required"), "{err}");
 }
 
@@ -312,9 +317,9 @@ fn echo_command() -> clap::Command {
 
 fn echo_run(
     m: &clap::ArgMatches,
-    _: &aiida::cli::Context,
+    _: &aiida_cli::Context,
     out: &mut dyn std::io::Write,
-) -> Result<(), aiida::cli::CliError> {
+) -> Result<(), aiida_cli::CliError> {
     writeln!(out, "echo: {}", m.get_one::<String>("word").unwrap()).unwrap();
     Ok(())
 }
@@ -322,5 +327,5 @@ fn echo_run(
 aiida::entry_point!(
     "aiida.cmdline.data",
     "test.echo",
-    aiida::cli::DataCommand { about: "repeats a word", command: echo_command, run: echo_run }
+    aiida_cli::DataCommand { about: "repeats a word", command: echo_command, run: echo_run }
 );

@@ -1,0 +1,171 @@
+//! `verdi`, AiiDA's command line, with aiida-core 2.9's command and flag names: the layer on top of
+//! the core (`aiida`), and later of the engine and the daemon. One module per command group.
+
+#![warn(missing_docs)]
+
+use std::io::Write;
+
+use clap::{Parser, Subcommand};
+
+use aiida::config::{ConfigError, Instance};
+use aiida::orm::OrmError;
+use aiida::plugins::PluginError;
+use aiida::storage::{Storage, StorageError};
+
+mod data;
+mod group;
+mod node;
+mod plugin;
+mod profile;
+mod storage;
+mod user;
+
+use group::GroupCommand;
+use node::NodeCommand;
+use plugin::PluginCommand;
+use profile::ProfileCommand;
+use storage::StorageCommand;
+use user::UserCommand;
+
+/// Why a command failed; printed as one line, without a backtrace.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Storage.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// ORM.
+    #[error(transparent)]
+    Orm(#[from] OrmError),
+    /// Plugins.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// Anything else, already phrased for the user.
+    #[error("{0}")]
+    Message(String),
+}
+
+/// The command line interface to AiiDA.
+#[derive(Debug, Parser)]
+#[command(name = "verdi", version, about = "The command line interface of AiiDA.")]
+pub struct Verdi {
+    /// Execute the command for this profile instead of the default profile.
+    #[arg(short = 'p', long = "profile", global = true, env = "AIIDA_PROFILE")]
+    profile: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect and manage the configured profiles.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+    /// Inspect and manage the data storage.
+    #[command(subcommand)]
+    Storage(StorageCommand),
+    /// Inspect and manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Inspect AiiDA plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Inspect, create and manage nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Create, inspect and manage groups of nodes.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Inspect, create and manage data nodes (commands come from plugins: `aiida.cmdline.data`).
+    Data {
+        /// The data command (an entry point of `aiida.cmdline.data`) and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// A `verdi data` subcommand provided by a plugin: register it as an entry point of
+/// `aiida.cmdline.data`; it appears as `verdi data <entry point name> ...`.
+///
+/// A plugin's commands are in every binary that links the plugin crate, so a plugin ships its
+/// own `verdi` (`fn main() -> ExitCode { my_plugin::link(); aiida_cli::main() }`).
+pub struct DataCommand {
+    /// One line shown by `verdi data`.
+    pub about: &'static str,
+    /// The command's arguments (its name is set by `verdi`).
+    pub command: fn() -> clap::Command,
+    /// Runs the command.
+    pub run: fn(&clap::ArgMatches, &Context, &mut dyn Write) -> Result<(), CliError>,
+}
+
+/// What a command gets to work with: the instance and the profile chosen with `-p`.
+#[derive(Debug)]
+pub struct Context {
+    instance: Instance,
+    profile: Option<String>,
+}
+
+impl Context {
+    /// The chosen (or default) profile's storage, opened.
+    pub fn storage(&self) -> Result<Storage, CliError> {
+        let profile = self.instance.load()?.profile_or_default(self.profile.as_deref())?;
+        Ok(Storage::open(&profile)?)
+    }
+
+    /// The instance folder.
+    pub fn instance(&self) -> &Instance {
+        &self.instance
+    }
+
+    /// The profile chosen with `-p` (or `AIIDA_PROFILE`), if any.
+    pub fn profile_name(&self) -> Option<&str> {
+        self.profile.as_deref()
+    }
+}
+
+/// Parses `args` (the first is the program name) and runs them like the `verdi` binary would,
+/// in this process: commands that plugins linked into this binary registered are available.
+pub fn run_args<I, T>(args: I, instance: &Instance, out: &mut dyn Write) -> Result<(), CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let verdi = Verdi::try_parse_from(args).map_err(|e| CliError::Message(e.to_string().trim_end().to_owned()))?;
+    run(verdi, instance, out)
+}
+
+/// Runs a parsed `verdi` command against `instance`, writing to `out`.
+pub fn run(verdi: Verdi, instance: &Instance, out: &mut dyn Write) -> Result<(), CliError> {
+    let context = Context { instance: instance.clone(), profile: verdi.profile };
+    match verdi.command {
+        Command::Profile(command) => profile::run(command, &context, out),
+        Command::Storage(command) => storage::run(command, &context, out),
+        Command::User(command) => user::run(command, &context, out),
+        Command::Plugin(command) => plugin::run(command, out),
+        Command::Node(command) => node::run(command, &context, out),
+        Command::Group(command) => group::run(command, &context, out),
+        Command::Data { args } => data::run(&args, &context, out),
+    }
+}
+
+/// Writes one line of a command's output (a closed stdout is not an error of the command).
+pub(crate) fn write_line(out: &mut dyn Write, text: String) {
+    let _ = writeln!(out, "{text}");
+}
+
+/// `verdi`'s `main`: parses the arguments, finds the instance folder, runs, and reports an error
+/// as one line on stderr with a non-zero exit code.
+pub fn main() -> std::process::ExitCode {
+    let verdi = Verdi::parse();
+    let instance = Instance::from_env();
+    let mut stdout = std::io::stdout().lock();
+    match run(verdi, &instance, &mut stdout) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "Error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! `verdi node`: show nodes and their attributes.
+
+use std::io::Write;
+
+use clap::Subcommand;
+use serde_json::Value;
+
+use aiida::orm::Node;
+
+use crate::{CliError, Context, write_line};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum NodeCommand {
+    /// Show generic information on one or more nodes.
+    Show {
+        /// Node pks.
+        #[arg(required = true)]
+        pks: Vec<i32>,
+    },
+    /// Show the attributes of one or more nodes.
+    Attributes {
+        /// Node pks.
+        #[arg(required = true)]
+        pks: Vec<i32>,
+    },
+}
+
+/// Runs `verdi node ...`.
+pub(crate) fn run(command: NodeCommand, context: &Context, out: &mut dyn Write) -> Result<(), CliError> {
+    match command {
+        NodeCommand::Show { pks } => {
+            let storage = context.storage()?;
+            for pk in pks {
+                let node = Node::load(&storage, pk)?;
+                for (key, value) in [
+                    ("type", node.node_type().trim_end_matches('.').rsplit('.').next().unwrap_or_default().to_owned()),
+                    ("pk", pk.to_string()),
+                    ("uuid", node.uuid().to_string()),
+                    ("label", node.label().to_owned()),
+                    ("description", node.description().to_owned()),
+                    ("ctime", node.ctime().to_rfc3339()),
+                    ("mtime", node.mtime().to_rfc3339()),
+                ] {
+                    write_line(out, format!("{key:<12} {value}").trim_end().to_owned());
+                }
+                if let Some(value) = node.attribute("value") {
+                    write_line(out, format!("{:<12} {value}", "value"));
+                }
+            }
+        }
+        NodeCommand::Attributes { pks } => {
+            let storage = context.storage()?;
+            for pk in pks {
+                let node = Node::load(&storage, pk)?;
+                write_line(out, format!("PK: {pk}"));
+                write_line(out, serde_json::to_string_pretty(&Value::Object(node.attributes().clone())).expect("JSON"));
+            }
+        }
+    }
+    Ok(())
+}
