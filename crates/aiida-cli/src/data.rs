@@ -22,7 +22,7 @@ pub(crate) fn run(args: &[String], context: &Context, out: &mut dyn Write) -> Re
     };
     let command = plugins::load_as::<DataCommand>(name, "aiida.cmdline.data")?;
     let cli = (command.command)().bin_name(format!("verdi data {name}"));
-    let matches = cli.try_get_matches_from(args).map_err(|e| CliError::Message(e.to_string().trim_end().to_owned()))?;
+    let matches = cli.try_get_matches_from(args).map_err(|e| CliError::Usage(e.to_string().trim_end().to_owned()))?;
     (command.run)(&matches, context, out)
 }
 

@@ -42,6 +42,9 @@ pub enum CliError {
     /// Plugins.
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    /// A command line the command does not accept (`verdi` exits with 2, as for its own).
+    #[error("{0}")]
+    Usage(String),
     /// Anything else, already phrased for the user.
     #[error("{0}")]
     Message(String),
@@ -132,7 +135,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let verdi = Verdi::try_parse_from(args).map_err(|e| CliError::Message(e.to_string().trim_end().to_owned()))?;
+    let verdi = Verdi::try_parse_from(args).map_err(|e| CliError::Usage(e.to_string().trim_end().to_owned()))?;
     run(verdi, instance, out)
 }
 
@@ -156,13 +159,17 @@ pub(crate) fn write_line(out: &mut dyn Write, text: String) {
 }
 
 /// `verdi`'s `main`: parses the arguments, finds the instance folder, runs, and reports an error
-/// as one line on stderr with a non-zero exit code.
+/// as one line on stderr: exit code 2 for a command line it does not accept, 1 for anything else.
 pub fn main() -> std::process::ExitCode {
     let verdi = Verdi::parse();
     let instance = Instance::from_env();
     let mut stdout = std::io::stdout().lock();
     match run(verdi, &instance, &mut stdout) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(CliError::Usage(usage)) => {
+            let _ = writeln!(std::io::stderr(), "{usage}");
+            std::process::ExitCode::from(2)
+        }
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "Error: {e}");
             std::process::ExitCode::FAILURE

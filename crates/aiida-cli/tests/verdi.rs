@@ -105,10 +105,15 @@ fn bad_input_fails_with_one_line_and_changes_nothing() {
     let (_db2, assert) = setup(dir.path(), "p", &[]);
     assert.failure().stderr(predicate::str::starts_with("Error: profile `p` already exists"));
     // An unknown profile.
-    verdi(dir.path()).args(["-p", "nope", "storage", "info"]).assert().failure().stderr(format!(
-        "Error: profile `nope` does not exist in {}; `verdi profile list` shows the profiles\n",
-        config.display()
-    ));
+    verdi(dir.path())
+        .args(["-p", "nope", "storage", "info"])
+        .assert()
+        .code(1)
+        .stderr(format!("Error: profile `nope` does not exist in {}; the profiles are `p`\n", config.display()));
+    // Command lines verdi does not accept: exit code 2, its own and those of plugin commands.
+    for args in [&["no-such-command"][..], &["data", "core.dict"], &["data", "core.dict", "show", "x"]] {
+        verdi(dir.path()).args(args).assert().code(2).stderr(predicate::str::starts_with("error: "));
+    }
     // An unknown entry point.
     verdi(dir.path())
         .args(["plugin", "list", "aiida.data", "core.nope"])

@@ -43,12 +43,14 @@ pub enum ConfigError {
         found: u64,
     },
     /// No profile of that name.
-    #[error("profile `{name}` does not exist{}; `verdi profile list` shows the profiles", in_file(path))]
+    #[error("profile `{name}` does not exist{}; {}", in_file(path), profile_list(known))]
     NoProfile {
         /// The name asked for.
         name: String,
         /// The configuration file looked in (`None` for one not read from a file).
         path: Option<PathBuf>,
+        /// The profiles there are.
+        known: Vec<String>,
     },
     /// A profile name that aiida does not accept.
     #[error("invalid profile name `{0}`: use only letters, digits, dashes, underscores or dots, and not only dots")]
@@ -84,6 +86,13 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn profile_list(known: &[String]) -> String {
+    match known {
+        [] => "there are no profiles yet (`verdi profile setup` makes one)".to_owned(),
+        _ => format!("the profiles are {}", known.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
+    }
 }
 
 fn in_file(path: &Option<PathBuf>) -> String {
@@ -323,7 +332,8 @@ impl Config {
 
     /// The profile `name`.
     pub fn profile(&self, name: &str) -> Result<Profile, ConfigError> {
-        let no_profile = || ConfigError::NoProfile { name: name.to_owned(), path: self.path.clone() };
+        let no_profile =
+            || ConfigError::NoProfile { name: name.to_owned(), path: self.path.clone(), known: self.profile_names() };
         let entry = self.profiles.get(name).ok_or_else(no_profile)?;
         Ok(Profile { name: name.to_owned(), entry: entry.clone() })
     }
@@ -635,7 +645,7 @@ mod tests {
         assert_eq!(config.profile_or_default(None).unwrap().name(), "b");
         assert_eq!(
             config.set_default("zz").unwrap_err().to_string(),
-            "profile `zz` does not exist; `verdi profile list` shows the profiles"
+            "profile `zz` does not exist; the profiles are `a`, `b`"
         );
         config.remove_profile("b").unwrap();
         assert_eq!(config.default_profile(), Some("a"));
@@ -667,10 +677,7 @@ mod tests {
         instance.update(|c| c.add_profile(Profile::new("p", &storage(), "me@x"))).unwrap();
         let path = instance.config_path().display().to_string();
         let err = instance.load().unwrap().profile("nope").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!("profile `nope` does not exist in {path}; `verdi profile list` shows the profiles")
-        );
+        assert_eq!(err.to_string(), format!("profile `nope` does not exist in {path}; the profiles are `p`"));
         fs::write(instance.config_path(), r#"{"CONFIG_VERSION": {"CURRENT": 10, "OLDEST_COMPATIBLE": 10}}"#).unwrap();
         let err = instance.load().unwrap_err().to_string();
         assert!(err.contains(&path) && err.contains("has no `profiles`"), "{err}");
