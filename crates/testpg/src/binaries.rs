@@ -4,14 +4,8 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::env::{BIN_DIR_ENV, DOWNLOAD_ENV};
 use crate::error::{Error, Result};
-
-/// Environment variable naming the folder that holds `initdb` and `postgres`.
-pub const BIN_DIR_ENV: &str = "TESTPG_BIN_DIR";
-
-/// Environment variable controlling the download fallback: `0`, `no`, `off` or `false` disables it;
-/// anything else is the version requirement to download (default `*`, the newest).
-pub const DOWNLOAD_ENV: &str = "TESTPG_DOWNLOAD";
 
 /// A folder of PostgreSQL server binaries (`initdb`, `postgres`) and the version they report.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,11 +10,9 @@ use std::time::{Duration, Instant};
 use crate::binaries::Binaries;
 use crate::cache::DataCache;
 use crate::conn::ConnectionInfo;
+use crate::env::{DIR_ENV, START_TIMEOUT_ENV};
 use crate::error::{Error, Result};
 use crate::os::{self, ServerUser};
-
-/// Environment variable overriding the folder under which servers, caches and runs are kept.
-pub const DIR_ENV: &str = "TESTPG_DIR";
 
 /// The superuser of launched servers.
 pub const SUPERUSER: &str = "postgres";
@@ -319,9 +317,6 @@ fn launch(
         }
     }
 }
-
-/// Environment variable: seconds to wait for a launched server to be ready (default 60).
-pub(crate) const START_TIMEOUT_ENV: &str = "TESTPG_START_TIMEOUT";
 
 /// `TESTPG_START_TIMEOUT`, or 60 s when it is unset or empty.
 pub(crate) fn start_timeout() -> Result<Duration> {

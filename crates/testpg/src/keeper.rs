@@ -20,20 +20,18 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use crate::binaries::{BIN_DIR_ENV, Binaries};
+use crate::binaries::Binaries;
 use crate::cache::DataCache;
 use crate::client::{Client, block};
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::conn::{ConnectionInfo, ident, literal};
 use crate::database::{CHANNEL, Kind, clone_sql, kind, like_prefix, pooled_name, template_name};
+use crate::env::{BACKEND_ENV, BIN_DIR_ENV, KEEPER_ENV, KEEPER_OWNER_ENV, POOL_SIZE_ENV, URL_ENV};
 use crate::error::{Error, Result};
 use crate::keeper_link::{self, Reuse};
 use crate::os::{self, ProcessId};
-use crate::run::{BACKEND_ENV, Backend, KEEPER_ENV, KEEPER_OWNER_ENV, State, URL_ENV, write_state};
+use crate::run::{Backend, State, write_state};
 use crate::snapshot;
-
-/// Environment variable: how many ready clones the keeper keeps per template (default 4).
-pub const POOL_SIZE_ENV: &str = "TESTPG_POOL_SIZE";
 
 #[ctor::ctor(unsafe)]
 fn intercept_keeper() {
@@ -210,7 +208,7 @@ fn start_backend(run_dir: &Path) -> Result<(Resource, ConnectionInfo, String)> {
 fn start_container() -> Result<(Resource, ConnectionInfo, String)> {
     use testcontainers_modules::postgres::Postgres;
     use testcontainers_modules::testcontainers::{ImageExt, runners::AsyncRunner};
-    let tag = std::env::var("TESTPG_CONTAINER_TAG").unwrap_or_else(|_| "15-alpine".to_owned());
+    let tag = std::env::var(crate::env::CONTAINER_TAG_ENV).unwrap_or_else(|_| "15-alpine".to_owned());
     block(async move {
         let fail = |e: testcontainers_modules::testcontainers::TestcontainersError| Error::Container(e.to_string());
         let container = Postgres::default().with_tag(tag).start().await.map_err(fail)?;

@@ -44,6 +44,8 @@
 //!
 //! # Environment
 //!
+//! The names are in [`env`](mod@env).
+//!
 //! | variable | meaning |
 //! |---|---|
 //! | `TESTPG_BIN_DIR` | folder holding `initdb` and `postgres` |
@@ -56,6 +58,7 @@
 //! | `TESTPG_POOL_SIZE` | ready clones kept per template: a whole number (default 4) |
 //! | `TESTPG_DOWNLOAD` | `0` disables the download fallback, else a version requirement |
 //! | `TESTPG_START_TIMEOUT` | seconds to wait for a server to be ready: a whole number above 0 (default 60) |
+//! | `TESTPG_CONTAINER_TAG` | the image tag of the `testcontainers` backend (default `15-alpine`) |
 //!
 //! Values that cannot be used are reported by [`Server::shared`] as [`Error::BadSetting`].
 
@@ -67,6 +70,7 @@ mod client;
 mod cluster;
 mod conn;
 mod database;
+pub mod env;
 mod error;
 mod keeper;
 mod keeper_link;
@@ -75,13 +79,12 @@ mod run;
 mod snapshot;
 mod trust;
 
-pub use binaries::{BIN_DIR_ENV, Binaries, DOWNLOAD_ENV};
-pub use cluster::{Cluster, ClusterOptions, DIR_ENV, SUPERUSER};
+pub use binaries::Binaries;
+pub use cluster::{Cluster, ClusterOptions, SUPERUSER};
 pub use conn::ConnectionInfo;
 pub use database::{Template, TestDatabase};
 pub use error::{BoxError, Error, Result};
-pub use keeper::POOL_SIZE_ENV;
-pub use run::{BACKEND_ENV, Backend, RUN_ID_ENV, RUN_OWNER_ENV, Server, URL_ENV};
+pub use run::{Backend, Server};
 
 /// The folder holding everything of ours (see `TESTPG_DIR`).
 pub fn base_dir() -> std::path::PathBuf {

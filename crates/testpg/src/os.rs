@@ -8,6 +8,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+use crate::env::OS_USER_ENV;
 use crate::error::{Error, Result};
 
 /// The OS user PostgreSQL runs as when we are root (PostgreSQL refuses to run as root).
@@ -16,9 +17,6 @@ pub(crate) struct ServerUser {
     pub uid: u32,
     pub gid: u32,
 }
-
-/// Environment variable naming the unprivileged user to run PostgreSQL as when we are root.
-pub(crate) const OS_USER_ENV: &str = "TESTPG_OS_USER";
 
 pub(crate) fn is_root() -> bool {
     euid() == 0

@@ -12,21 +12,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::binaries::{BIN_DIR_ENV, Binaries};
+use crate::binaries::Binaries;
 use crate::client::Client;
 use crate::conn::ConnectionInfo;
+use crate::env::{BACKEND_ENV, BIN_DIR_ENV, KEEPER_ENV, KEEPER_OWNER_ENV, RUN_ID_ENV, RUN_OWNER_ENV, URL_ENV};
 use crate::error::{Error, Result};
 use crate::keeper_link::KeeperLink;
 use crate::os::{self, ProcessId};
 use crate::trust;
-
-/// Environment variable with the URL of an existing server to use instead of launching one.
-pub const URL_ENV: &str = "TESTPG_URL";
-/// Environment variable choosing the backend: `launched` (default), `url`, `testcontainers`.
-pub const BACKEND_ENV: &str = "TESTPG_BACKEND";
-
-pub(crate) const KEEPER_ENV: &str = "TESTPG_KEEPER";
-pub(crate) const KEEPER_OWNER_ENV: &str = "TESTPG_KEEPER_OWNER";
 
 /// Where the run's server comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,13 +167,6 @@ impl Server {
         }
     }
 }
-
-/// Environment variable naming the run explicitly, so that processes not started by one
-/// `cargo nextest` (e.g. several `cargo test` binaries under one script) share a server.
-pub const RUN_ID_ENV: &str = "TESTPG_RUN_ID";
-/// Environment variable with the pid of the process whose end ends a `TESTPG_RUN_ID` run
-/// (default: our parent).
-pub const RUN_OWNER_ENV: &str = "TESTPG_RUN_OWNER";
 
 /// The run's key (the name of its folder) and the process whose end ends the run.
 fn run_key() -> Result<(String, ProcessId)> {
