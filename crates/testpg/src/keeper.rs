@@ -25,13 +25,13 @@ use crate::cache::DataCache;
 use crate::client::{Client, block};
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::conn::{ConnectionInfo, ident, literal};
-use crate::database::{CHANNEL, Kind, clone_sql, kind, like_prefix, pooled_name, template_name};
 use crate::env::{BACKEND_ENV, BIN_DIR_ENV, KEEPER_ENV, KEEPER_OWNER_ENV, POOL_SIZE_ENV, URL_ENV};
 use crate::error::{Error, Result};
 use crate::keeper_link::{self, Reuse};
+use crate::naming::{CHANNEL, Kind, clone_sql, kind, like_prefix, pooled_name, template_name};
 use crate::os::{self, ProcessId};
-use crate::run::{Backend, State, write_state};
 use crate::snapshot;
+use crate::state::{Backend, State, write_state};
 
 #[ctor::ctor(unsafe)]
 fn intercept_keeper() {

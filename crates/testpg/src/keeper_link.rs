@@ -28,8 +28,9 @@ use tokio::sync::mpsc;
 
 use crate::client::Client;
 use crate::conn::literal;
-use crate::database::{Kind, claim, claimed_name_for, kind, template_name};
+use crate::naming::{Kind, claimed_name_for, kind, template_name};
 use crate::os::ProcessId;
+use crate::pool::claim;
 
 /// The socket's name in the run folder.
 pub(crate) const SOCKET: &str = "keeper.sock";

@@ -69,22 +69,27 @@ mod cache;
 mod client;
 mod cluster;
 mod conn;
-mod database;
 pub mod env;
 mod error;
 mod keeper;
 mod keeper_link;
+mod naming;
 mod os;
+mod pool;
 mod run;
+mod server;
 mod snapshot;
+mod state;
+mod template;
 mod trust;
 
 pub use binaries::Binaries;
 pub use cluster::{Cluster, ClusterOptions, SUPERUSER};
 pub use conn::ConnectionInfo;
-pub use database::{Template, TestDatabase};
 pub use error::{BoxError, Error, Result};
-pub use run::{Backend, Server};
+pub use server::{Server, TestDatabase};
+pub use state::Backend;
+pub use template::Template;
 
 /// The folder holding everything of ours (see `TESTPG_DIR`).
 pub fn base_dir() -> std::path::PathBuf {

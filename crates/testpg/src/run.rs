@@ -1,172 +1,20 @@
 //! The run's shared server: one per `cargo nextest` run (all its test processes), one per process
 //! otherwise. A *keeper* process owns it and stops it when the run's owner ends, however it ends.
 
-use std::collections::HashSet;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
-
-use serde::{Deserialize, Serialize};
 
 use crate::binaries::Binaries;
-use crate::client::Client;
 use crate::conn::ConnectionInfo;
 use crate::env::{BACKEND_ENV, BIN_DIR_ENV, KEEPER_ENV, KEEPER_OWNER_ENV, RUN_ID_ENV, RUN_OWNER_ENV, URL_ENV};
 use crate::error::{Error, Result};
-use crate::keeper_link::KeeperLink;
 use crate::os::{self, ProcessId};
+use crate::state::{Backend, State, keeper_alive, read_state};
 use crate::trust;
-
-/// Where the run's server comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum Backend {
-    /// A server launched from local binaries (the default).
-    Launched,
-    /// An existing server named by `TESTPG_URL`; only databases with the run's prefix are touched.
-    Url,
-    /// A container started with testcontainers (cargo feature `testcontainers`).
-    Testcontainers,
-}
-
-impl Backend {
-    /// `TESTPG_BACKEND`, else `url` when `TESTPG_URL` is set, else `launched`.
-    pub fn from_env() -> Result<Backend> {
-        let url_set = std::env::var_os(URL_ENV).is_some_and(|u| !u.is_empty());
-        match std::env::var(BACKEND_ENV).unwrap_or_default().as_str() {
-            "" if url_set => Ok(Backend::Url),
-            "" | "launched" => Ok(Backend::Launched),
-            "url" if url_set => Ok(Backend::Url),
-            "url" => Err(Error::Backend("url".into(), "set TESTPG_URL=postgresql://user:password@host:port/")),
-            "testcontainers" if cfg!(feature = "testcontainers") => Ok(Backend::Testcontainers),
-            "testcontainers" => {
-                Err(Error::Backend("testcontainers".into(), "build with the cargo feature `testcontainers` of testpg"))
-            }
-            other => Err(Error::Backend(other.into(), "choose `launched`, `url` or `testcontainers`")),
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Backend::Launched => "launched",
-            Backend::Url => "url",
-            Backend::Testcontainers => "testcontainers",
-        }
-    }
-}
-
-/// What the keeper publishes in `state.json` for the run's test processes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct State {
-    pub backend: Backend,
-    pub admin: ConnectionInfo,
-    pub prefix: String,
-    pub keeper: ProcessId,
-    pub owner: ProcessId,
-    pub postmaster: Option<ProcessId>,
-}
-
-/// The PostgreSQL server of the current test run.
-///
-/// Get it with [`Server::shared`]; hand out isolated databases with [`Server::database`].
-#[derive(Debug)]
-pub struct Server {
-    pub(crate) state: State,
-    run_dir: PathBuf,
-    admin_client: Mutex<Option<Client>>,
-    pub(crate) ready_templates: Mutex<HashSet<String>>,
-    pub(crate) building: Mutex<()>,
-    pub(crate) version_num: OnceLock<u32>,
-    pub(crate) link: KeeperLink,
-}
-
-impl Server {
-    /// The run's server, started on first use.
-    ///
-    /// Under `cargo nextest` (which runs a process per test) all processes of the run share one
-    /// server, keyed by `NEXTEST_RUN_ID`; otherwise each process has its own. The server is
-    /// stopped and its folder removed when the run ends (nextest exits, or this process exits),
-    /// also when the run is killed with SIGKILL.
-    pub fn shared() -> Result<Arc<Server>> {
-        static SHARED: OnceLock<Arc<Server>> = OnceLock::new();
-        static STARTING: Mutex<()> = Mutex::new(());
-        if let Some(server) = SHARED.get() {
-            return Ok(server.clone());
-        }
-        let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(server) = SHARED.get() {
-            return Ok(server.clone());
-        }
-        let server = Arc::new(attach()?);
-        Ok(SHARED.get_or_init(|| server).clone())
-    }
-
-    /// Superuser (or, for `url`, the given role's) settings for the maintenance database.
-    pub fn admin(&self) -> &ConnectionInfo {
-        &self.state.admin
-    }
-
-    /// Where this server comes from.
-    pub fn backend(&self) -> Backend {
-        self.state.backend
-    }
-
-    /// The prefix of every database this run creates.
-    pub fn prefix(&self) -> &str {
-        &self.state.prefix
-    }
-
-    /// The run's folder (state, logs, and the launched server's data).
-    pub fn run_dir(&self) -> &Path {
-        &self.run_dir
-    }
-
-    /// The keeper process's id: it owns the server and ends with the run.
-    pub fn keeper_pid(&self) -> u32 {
-        self.state.keeper.pid
-    }
-
-    /// The launched server's postmaster process id (`None` for other backends).
-    pub fn postmaster_pid(&self) -> Option<u32> {
-        self.state.postmaster.map(|p| p.pid)
-    }
-
-    /// Runs `sql` (one or more statements) as the admin role on the maintenance database, e.g. to
-    /// create roles or databases of one's own.
-    pub fn execute(&self, sql: &str) -> Result<()> {
-        self.run_ended(self.client().and_then(|c| c.query(sql)).map(drop))
-    }
-
-    /// `result`, unless it failed because the run ended (its keeper is gone, and with it the
-    /// server): then [`Error::RunEnded`], which says why and what to do, instead of the driver's
-    /// bare "connection closed".
-    pub(crate) fn run_ended<T>(&self, result: Result<T>) -> Result<T> {
-        match result {
-            Err(Error::Postgres { .. }) if !keeper_alive(&self.run_dir) => {
-                Err(Error::RunEnded { run_dir: self.run_dir.clone(), owner: self.state.owner.pid })
-            }
-            other => other,
-        }
-    }
-
-    /// The process-wide connection to the maintenance database.
-    pub(crate) fn client(&self) -> Result<Client> {
-        let mut slot = self.admin_client.lock().unwrap_or_else(|e| e.into_inner());
-        match slot.as_ref() {
-            Some(c) if !c.is_closed() => Ok(c.clone()),
-            _ => {
-                let client = Client::connect(&self.state.admin)?;
-                *slot = Some(client.clone());
-                Ok(client)
-            }
-        }
-    }
-}
 
 /// The run's key (the name of its folder) and the process whose end ends the run.
 fn run_key() -> Result<(String, ProcessId)> {
@@ -211,7 +59,7 @@ fn nextest_process(mut pid: u32) -> Option<ProcessId> {
     None
 }
 
-fn attach() -> Result<Server> {
+pub(crate) fn attach() -> Result<(State, PathBuf)> {
     let backend = Backend::from_env()?;
     // Settings the keeper uses, checked here so that a mistake is reported to the caller.
     crate::keeper::pool_size()?;
@@ -240,57 +88,17 @@ fn attach() -> Result<Server> {
         if keeper_alive(&run_dir)
             && let Some(state) = read_state(&run_dir)
         {
-            return Ok(Server::new(state, run_dir));
+            return Ok((state, run_dir));
         }
         clean_run(&run_dir, true);
         sweep_dead_runs(&runs, &key);
         return match spawn_keeper(&run_dir, owner, backend) {
-            Ok(state) => Ok(Server::new(state, run_dir)),
+            Ok(state) => Ok((state, run_dir)),
             Err(e) => {
                 clean_run(&run_dir, false);
                 Err(e)
             }
         };
-    }
-}
-
-impl Server {
-    fn new(state: State, run_dir: PathBuf) -> Server {
-        Server {
-            state,
-            link: KeeperLink::new(&run_dir),
-            run_dir,
-            admin_client: Mutex::new(None),
-            ready_templates: Mutex::new(HashSet::new()),
-            building: Mutex::new(()),
-            version_num: OnceLock::new(),
-        }
-    }
-}
-
-pub(crate) fn read_state(run_dir: &Path) -> Option<State> {
-    serde_json::from_slice(&fs::read(run_dir.join("state.json")).ok()?).ok()
-}
-
-pub(crate) fn write_state(run_dir: &Path, state: &State) -> Result<()> {
-    let tmp = run_dir.join("state.json.tmp");
-    let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
-    // Private: it may hold the password of a TESTPG_URL server.
-    let mut file = os::create_file(&tmp, 0o600).map_err(Error::io("write", &tmp))?;
-    std::io::Write::write_all(&mut file, &bytes).map_err(Error::io("write", &tmp))?;
-    fs::rename(&tmp, run_dir.join("state.json")).map_err(Error::io("rename", &tmp))
-}
-
-/// Whether a keeper holds the run's `keeper.lock` (a lock dies with its process, so this cannot
-/// be fooled by a reused pid).
-pub(crate) fn keeper_alive(run_dir: &Path) -> bool {
-    let Ok(file) = os::open_file(&run_dir.join("keeper.lock")) else {
-        return false;
-    };
-    match file.try_lock() {
-        Ok(()) => false,
-        Err(std::fs::TryLockError::WouldBlock) => true,
-        Err(std::fs::TryLockError::Error(_)) => false,
     }
 }
 

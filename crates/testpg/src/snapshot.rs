@@ -8,8 +8,8 @@ use std::collections::{BTreeSet, HashSet};
 
 use crate::client::Client;
 use crate::conn::{ConnectionInfo, ident, literal};
-use crate::database::{CACHED_COMMENT, Kind, kind, like_prefix};
 use crate::error::Result;
+use crate::naming::{CACHED_COMMENT, Kind, kind, like_prefix};
 
 /// How many cached templates the cache keeps at most.
 pub(crate) const TEMPLATES_KEPT: usize = 3;
