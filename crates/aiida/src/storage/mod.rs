@@ -360,12 +360,12 @@ impl Storage {
             return if sql.is_empty() { Ok(()) } else { self.db.batch(sql) };
         };
         let email = literal(email);
-        let rows = self.db.simple(&format!(
+        // The last statement's row: those before it may return rows too (setval).
+        let id = self.db.simple_last(&format!(
             "{sql} INSERT INTO db_dbuser (email, first_name, last_name, institution) VALUES ({email}, '', '', '')
              ON CONFLICT (email) DO NOTHING; SELECT id FROM db_dbuser WHERE email = {email}"
         ))?;
-        // The last statement's row: those before it may return rows too (setval).
-        let id = rows.last().and_then(|r| r.first().cloned().flatten()).and_then(|id| id.parse().ok());
+        let id = id.and_then(|id| id.parse().ok());
         *self.default_user.lock().unwrap_or_else(|e| e.into_inner()) = id;
         Ok(())
     }
@@ -439,28 +439,19 @@ impl Storage {
         self.repository.replace_with(staged)
     }
 
-    /// Empties the storage to what a freshly migrated database holds: no rows in any table but
-    /// the schema version, ids restarting at 1, no repository recorded. The repository folder is
-    /// left as it is. For a harness that hands the database on to be set up anew.
-    pub fn empty(&self) -> Result<(), StorageError> {
-        *self.default_user.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        self.db.batch(empty_sql(true))
-    }
-
     /// How many other sessions are connected to this storage's database (a second storage of the
     /// profile, a `verdi` process, ...).
     pub fn other_sessions(&self) -> Result<i64, StorageError> {
-        let rows = self.db.simple(OTHER_SESSIONS)?;
-        Ok(rows.last().and_then(|r| r.first().cloned().flatten()).and_then(|n| n.parse().ok()).unwrap_or(i64::MAX))
+        Ok(self.db.simple_last(OTHER_SESSIONS)?.and_then(|n| n.parse().ok()).unwrap_or(i64::MAX))
     }
 
-    /// Empties the storage (see [`Storage::empty`]) and, in the same round trip, says whether it
-    /// is then fit to be set up anew for someone else: whether no other session is connected to
-    /// its database.
+    /// Empties the storage to what a freshly migrated database holds (no rows in any table but the
+    /// schema version, ids restarting at 1, no repository recorded; the repository folder is left
+    /// as it is) and, in the same round trip, says whether it is then fit to be set up anew for
+    /// someone else: whether no other session is connected to its database.
     pub fn empty_for_reuse(&self) -> Result<bool, StorageError> {
         *self.default_user.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        let rows = self.db.simple(&format!("{} {OTHER_SESSIONS}", empty_sql(true)))?;
-        Ok(rows.last().and_then(|r| r.first().cloned().flatten()).as_deref() == Some("0"))
+        Ok(self.db.simple_last(&format!("{} {OTHER_SESSIONS}", empty_sql(true)))?.as_deref() == Some("0"))
     }
 
     /// The profile this storage belongs to.

@@ -156,6 +156,11 @@ impl Db {
             .collect())
     }
 
+    /// Like [`Db::simple`]; the first column of the last row any statement returned.
+    pub(crate) fn simple_last(&self, sql: &str) -> Result<Option<String>, StorageError> {
+        Ok(self.simple(sql)?.pop().and_then(|row| row.into_iter().next().flatten()))
+    }
+
     /// Runs `f` in a transaction: committed when it returns `Ok`, rolled back otherwise (also
     /// when it panics, so the shared connection is never left inside a transaction).
     pub(crate) fn transaction<R, E: From<StorageError>>(
