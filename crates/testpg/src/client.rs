@@ -100,6 +100,11 @@ impl Client {
         Ok(self.query_async(sql).await?.into_iter().filter_map(|mut r| r.swap_remove(0)).collect())
     }
 
+    /// `server_version_num`, e.g. 150018 (0 if the server does not say).
+    pub(crate) async fn version_num_async(&self) -> Result<u32> {
+        Ok(self.column_async("SHOW server_version_num").await?.first().and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
     pub(crate) fn target(&self) -> &str {
         &self.target
     }

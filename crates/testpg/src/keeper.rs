@@ -271,8 +271,7 @@ async fn serve(
                 Ok(client) => client,
                 Err(e) => return eprintln!("testpg keeper: no claims over the socket: {e}"),
             };
-            let version = client.column_async("SHOW server_version_num").await.unwrap_or_default();
-            let version = version.first().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let version = client.version_num_async().await.unwrap_or(0);
             let templates = Default::default();
             let keep = size.max(1) * 2;
             let service = keeper_link::LinkService { client, prefix, version, notes, templates, reuse, keep };
@@ -296,9 +295,7 @@ async fn serve(
         reuse,
         waiting_since: None,
     };
-    if let Ok(v) = pool.client.column_async("SHOW server_version_num").await {
-        pool.version = v.first().and_then(|v| v.parse().ok()).unwrap_or(0);
-    }
+    pool.version = pool.client.version_num_async().await.unwrap_or(0);
     // What the cache gave this server: a run that adds to it replaces the cache at its end.
     let started_with = match &resource {
         Resource::Cluster(..) => snapshot::cached_templates(&pool.client, &state.prefix).await.ok(),

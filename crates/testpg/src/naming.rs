@@ -59,6 +59,12 @@ pub(crate) fn like_prefix(start: &str) -> String {
     literal(&format!("{escaped}%"))
 }
 
+/// `DROP DATABASE` of `name`, closing its sessions first where the server can (PostgreSQL 13+).
+pub(crate) fn drop_sql(name: &str, version_num: u32) -> String {
+    let force = if version_num >= 130000 { " WITH (FORCE)" } else { "" };
+    format!("DROP DATABASE IF EXISTS {}{force}", ident(name))
+}
+
 /// `STRATEGY FILE_COPY` where the server has it (PostgreSQL 15+): much faster for small databases.
 pub(crate) fn clone_sql(name: &str, template: &str, version_num: u32) -> String {
     let strategy = if version_num >= 150000 { " STRATEGY FILE_COPY" } else { "" };

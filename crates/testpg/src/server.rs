@@ -10,7 +10,7 @@ use crate::client::{Client, block};
 use crate::conn::{ConnectionInfo, ident, literal};
 use crate::error::{Error, Result};
 use crate::keeper_link::KeeperLink;
-use crate::naming::{CACHED_COMMENT, CHANNEL, claimed_name, clone_sql, template_name};
+use crate::naming::{CACHED_COMMENT, CHANNEL, claimed_name, clone_sql, drop_sql, template_name};
 use crate::pool::claim;
 use crate::state::{Backend, State, keeper_alive};
 use crate::template::Template;
@@ -170,8 +170,8 @@ impl Server {
         if let Some(v) = self.version_num.get() {
             return Ok(*v);
         }
-        let rows = client.query("SHOW server_version_num")?;
-        let v = rows.first().and_then(|r| r[0].as_deref()).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let client = client.clone();
+        let v = block(async move { client.version_num_async().await })?;
         Ok(*self.version_num.get_or_init(|| v))
     }
 
@@ -205,14 +205,13 @@ impl Server {
     fn build_template(&self, client: &Client, def: &Template, hash: &str) -> Result<()> {
         let building = format!("{}b_{hash}", self.prefix());
         let version = self.version_num(client)?;
-        let force = if version >= 130000 { " WITH (FORCE)" } else { "" };
-        client.query(format!("DROP DATABASE IF EXISTS {}{force}", ident(&building)))?;
+        client.query(drop_sql(&building, version))?;
         client.query(format!("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'", ident(&building)))?;
         let result = (def.migrate)(&self.admin().with_dbname(&building))
             .map_err(|source| Error::Migration { key: def.key.clone(), source })
             .and_then(|()| wait_no_connections(client, &building, Duration::from_secs(30)));
         if let Err(e) = result {
-            let _ = client.query(format!("DROP DATABASE IF EXISTS {}{force}", ident(&building)));
+            let _ = client.query(drop_sql(&building, version));
             return Err(e);
         }
         // Renamed first: a leftover `b_` is then never a template, which DROP would refuse.

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashSet};
 use crate::client::Client;
 use crate::conn::{ConnectionInfo, ident, literal};
 use crate::error::Result;
-use crate::naming::{CACHED_COMMENT, Kind, kind, like_prefix};
+use crate::naming::{CACHED_COMMENT, Kind, drop_sql, kind, like_prefix};
 
 /// How many cached templates the cache keeps at most.
 pub(crate) const TEMPLATES_KEPT: usize = 3;
@@ -39,8 +39,7 @@ pub(crate) async fn prepare(
     used: &HashSet<String>,
 ) -> Result<bool> {
     let client = &Client::connect_async(admin).await?;
-    let version = client.column_async("SHOW server_version_num").await?;
-    let version: u32 = version.first().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let version = client.version_num_async().await?;
     let cached = cached_templates(client, prefix).await?;
     if cached.is_empty() || cached.is_subset(started_with) {
         return Ok(false);
@@ -88,10 +87,8 @@ pub(crate) async fn prepare(
             _ => false,
         };
         if !keep {
-            let quoted = ident(name);
-            client.query_async(&format!("ALTER DATABASE {quoted} WITH IS_TEMPLATE false")).await?;
-            let force = if version >= 130000 { " WITH (FORCE)" } else { "" };
-            client.query_async(&format!("DROP DATABASE {quoted}{force}")).await?;
+            client.query_async(&format!("ALTER DATABASE {} WITH IS_TEMPLATE false", ident(name))).await?;
+            client.query_async(&drop_sql(name, version)).await?;
         }
     }
     let roles = client
