@@ -120,6 +120,58 @@ fn main() {
         })
         .collect();
     median_line("clean a used profile (11 rows, new repository)", clean, "aiida-core 96 ms; target <= 10 ms");
+
+    // Storing: one Int, then 1,000 Ints from 8 threads and from 8 tasks through one storage.
+    profile.clean().unwrap();
+    let store = (0..n * 10)
+        .map(|v| {
+            let mut node = data::int(v as i64);
+            let start = Instant::now();
+            node.store(&profile).unwrap();
+            start.elapsed()
+        })
+        .collect();
+    median_line("store an Int", store, "");
+    let storage = profile.storage();
+    let threads = (0..n.min(10))
+        .map(|_| {
+            let start = Instant::now();
+            std::thread::scope(|scope| {
+                for t in 0..8 {
+                    scope.spawn(move || {
+                        for v in 0..125 {
+                            data::int(t * 1000 + v).store(storage).unwrap();
+                        }
+                    });
+                }
+            });
+            start.elapsed()
+        })
+        .collect();
+    median_line("store 1,000 Ints from 8 threads, one storage", threads, "");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let tasks = (0..n.min(10))
+        .map(|_| {
+            let start = Instant::now();
+            runtime.block_on(async {
+                let tasks: Vec<_> = (0..8)
+                    .map(|t| {
+                        let storage = storage.clone();
+                        tokio::spawn(async move {
+                            for v in 0..125 {
+                                data::int(t * 1000 + v).store_async(&storage).await.unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.unwrap();
+                }
+            });
+            start.elapsed()
+        })
+        .collect();
+    median_line("store 1,000 Ints from 8 tasks, one storage", tasks, "");
     warm_owner.kill().unwrap();
     warm_owner.wait().unwrap();
 }

@@ -2,7 +2,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{OrmError, User};
-use crate::storage::{Storage, params};
+use crate::runtime::block_on;
+use crate::storage::Storage;
 
 /// A computer: where calculation jobs run, reached through a transport, managed by a scheduler.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,25 +145,34 @@ impl Computer {
 
     /// Stores the computer; a label already in use is an error and changes nothing.
     pub fn store(&mut self, storage: &Storage) -> Result<&mut Computer, OrmError> {
+        block_on(self.store_async(storage))
+    }
+
+    /// [`Computer::store`], async.
+    pub async fn store_async(&mut self, storage: &Storage) -> Result<&mut Computer, OrmError> {
         if self.pk.is_some() {
             return Ok(self);
         }
-        self.pk = Some(super::insert_labelled(
-            storage,
-            "INSERT INTO db_dbcomputer (uuid, label, hostname, description, scheduler_type, transport_type, metadata)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-            params![
-                self.uuid,
-                self.label.clone(),
-                self.hostname.clone(),
-                self.description.clone(),
-                self.scheduler_type.clone(),
-                self.transport_type.clone(),
-                Value::Object(self.metadata.clone())
-            ],
-            "computer",
-            &self.label,
-        )?);
+        let metadata = Value::Object(self.metadata.clone());
+        self.pk = Some(
+            super::insert_labelled(
+                storage,
+                "INSERT INTO db_dbcomputer (uuid, label, hostname, description, scheduler_type, transport_type, metadata)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                &[
+                    &self.uuid,
+                    &self.label,
+                    &self.hostname,
+                    &self.description,
+                    &self.scheduler_type,
+                    &self.transport_type,
+                    &metadata,
+                ],
+                "computer",
+                &self.label,
+            )
+            .await?,
+        );
         Ok(self)
     }
 
@@ -182,7 +192,12 @@ impl Computer {
 
     /// The computer with `label`.
     pub fn load_label(storage: &Storage, label: &str) -> Result<Computer, OrmError> {
-        let rows = storage.db().query("SELECT * FROM db_dbcomputer WHERE label = $1", params![label.to_owned()])?;
+        block_on(Computer::load_label_async(storage, label))
+    }
+
+    /// [`Computer::load_label`], async.
+    pub async fn load_label_async(storage: &Storage, label: &str) -> Result<Computer, OrmError> {
+        let rows = storage.db().query("SELECT * FROM db_dbcomputer WHERE label = $1", &[&label]).await?;
         rows.first()
             .map(Computer::from_row)
             .ok_or(OrmError::NotFound { entity: "computer", id: format!("label `{label}`") })
@@ -190,18 +205,24 @@ impl Computer {
 
     /// The computer `pk`.
     pub fn load(storage: &Storage, pk: i32) -> Result<Computer, OrmError> {
-        let rows = storage.db().query("SELECT * FROM db_dbcomputer WHERE id = $1", params![pk])?;
+        block_on(Computer::load_async(storage, pk))
+    }
+
+    /// [`Computer::load`], async.
+    pub async fn load_async(storage: &Storage, pk: i32) -> Result<Computer, OrmError> {
+        let rows = storage.db().query("SELECT * FROM db_dbcomputer WHERE id = $1", &[&pk]).await?;
         rows.first().map(Computer::from_row).ok_or(OrmError::NotFound { entity: "computer", id: format!("pk {pk}") })
     }
 
     /// All computers, by pk.
     pub fn list(storage: &Storage) -> Result<Vec<Computer>, OrmError> {
-        Ok(storage
-            .db()
-            .query("SELECT * FROM db_dbcomputer ORDER BY id", params![])?
-            .iter()
-            .map(Computer::from_row)
-            .collect())
+        block_on(Computer::list_async(storage))
+    }
+
+    /// [`Computer::list`], async.
+    pub async fn list_async(storage: &Storage) -> Result<Vec<Computer>, OrmError> {
+        let rows = storage.db().query("SELECT * FROM db_dbcomputer ORDER BY id", &[]).await?;
+        Ok(rows.iter().map(Computer::from_row).collect())
     }
 
     fn stored_pk(&self) -> Result<i32, OrmError> {
@@ -216,32 +237,61 @@ impl Computer {
         user: &User,
         auth_params: Map<String, Value>,
     ) -> Result<AuthInfo, OrmError> {
-        let rows = storage.db().query(
-            "INSERT INTO db_dbauthinfo (aiidauser_id, dbcomputer_id, metadata, auth_params, enabled)
-             VALUES ($1, $2, '{}'::jsonb, $3, true)
-             ON CONFLICT (aiidauser_id, dbcomputer_id) DO UPDATE SET auth_params = EXCLUDED.auth_params, enabled = true
-             RETURNING id",
-            params![user.pk(), self.stored_pk()?, Value::Object(auth_params.clone())],
-        )?;
-        Ok(AuthInfo { pk: rows[0].get(0), user: user.pk(), computer: self.stored_pk()?, auth_params, enabled: true })
+        block_on(self.configure_async(storage, user, auth_params))
+    }
+
+    /// [`Computer::configure`], async.
+    pub async fn configure_async(
+        &self,
+        storage: &Storage,
+        user: &User,
+        auth_params: Map<String, Value>,
+    ) -> Result<AuthInfo, OrmError> {
+        let (computer, params) = (self.stored_pk()?, Value::Object(auth_params));
+        let rows = storage
+            .db()
+            .query(
+                "INSERT INTO db_dbauthinfo (aiidauser_id, dbcomputer_id, metadata, auth_params, enabled)
+                 VALUES ($1, $2, '{}'::jsonb, $3, true)
+                 ON CONFLICT (aiidauser_id, dbcomputer_id) DO UPDATE SET auth_params = EXCLUDED.auth_params, enabled = true
+                 RETURNING id",
+                &[&user.pk(), &computer, &params],
+            )
+            .await?;
+        let auth_params = super::object(Some(params));
+        Ok(AuthInfo { pk: rows[0].get(0), user: user.pk(), computer, auth_params, enabled: true })
     }
 
     /// The authinfo of `user` for this computer.
     pub fn authinfo(&self, storage: &Storage, user: &User) -> Result<AuthInfo, OrmError> {
-        let rows = storage.db().query(
-            "SELECT id, auth_params, enabled FROM db_dbauthinfo WHERE aiidauser_id = $1 AND dbcomputer_id = $2",
-            params![user.pk(), self.stored_pk()?],
-        )?;
+        block_on(self.authinfo_async(storage, user))
+    }
+
+    /// [`Computer::authinfo`], async.
+    pub async fn authinfo_async(&self, storage: &Storage, user: &User) -> Result<AuthInfo, OrmError> {
+        let computer = self.stored_pk()?;
+        let rows = storage
+            .db()
+            .query(
+                "SELECT id, auth_params, enabled FROM db_dbauthinfo WHERE aiidauser_id = $1 AND dbcomputer_id = $2",
+                &[&user.pk(), &computer],
+            )
+            .await?;
         let row = rows
             .first()
             .ok_or_else(|| OrmError::NotConfigured { computer: self.label.clone(), user: user.email().to_owned() })?;
         let auth_params = super::object(row.get(1));
-        Ok(AuthInfo { pk: row.get(0), user: user.pk(), computer: self.stored_pk()?, auth_params, enabled: row.get(2) })
+        Ok(AuthInfo { pk: row.get(0), user: user.pk(), computer, auth_params, enabled: row.get(2) })
     }
 
     /// Whether `user` has configured this computer.
     pub fn is_configured(&self, storage: &Storage, user: &User) -> Result<bool, OrmError> {
-        match self.authinfo(storage, user) {
+        block_on(self.is_configured_async(storage, user))
+    }
+
+    /// [`Computer::is_configured`], async.
+    pub async fn is_configured_async(&self, storage: &Storage, user: &User) -> Result<bool, OrmError> {
+        match self.authinfo_async(storage, user).await {
             Ok(_) => Ok(true),
             Err(OrmError::NotConfigured { .. }) => Ok(false),
             Err(e) => Err(e),

@@ -1,5 +1,6 @@
 use super::{Node, OrmError};
-use crate::storage::{Storage, params};
+use crate::runtime::block_on;
+use crate::storage::Storage;
 
 /// The kinds of provenance links, with aiida's `type` strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,6 +101,17 @@ pub fn add_link(
     link_type: LinkType,
     label: &str,
 ) -> Result<(), OrmError> {
+    block_on(add_link_async(storage, source, target, link_type, label))
+}
+
+/// [`add_link`], async.
+pub async fn add_link_async(
+    storage: &Storage,
+    source: &Node,
+    target: &Node,
+    link_type: LinkType,
+    label: &str,
+) -> Result<(), OrmError> {
     let (src, tgt) = (source.pk().ok_or(OrmError::NotStored)?, target.pk().ok_or(OrmError::NotStored)?);
     let invalid =
         |reason: String| OrmError::InvalidLink { link_type: link_type.as_str(), label: label.to_owned(), reason };
@@ -114,69 +126,88 @@ pub fn add_link(
     if label.is_empty() || !label.chars().all(|c| c.is_alphanumeric() || c == '_') {
         return Err(invalid("a label is a non-empty identifier of letters, digits and underscores".to_owned()));
     }
-    storage.db().transaction(|tx| {
-        let exists = |sql: &str, p| -> Result<bool, OrmError> { Ok(!tx.query(sql, p)?.is_empty()) };
-        let one_parent = matches!(link_type, LinkType::Create | LinkType::CallCalc | LinkType::CallWork);
-        let parent_types: &[&str] =
-            if link_type == LinkType::Create { &["create"] } else { &["call_calc", "call_work"] };
-        let parent_types: Vec<String> = parent_types.iter().map(|s| (*s).to_owned()).collect();
-        if one_parent
-            && exists("SELECT 1 FROM db_dblink WHERE output_id = $1 AND type = ANY($2)", params![tgt, parent_types])?
-        {
-            let what = if link_type == LinkType::Create { "creator" } else { "caller" };
-            return Err(invalid(format!("node {tgt} already has a {what}")));
+    let type_string = link_type.as_str();
+    let tx = storage.db().begin().await?;
+    let one_parent = matches!(link_type, LinkType::Create | LinkType::CallCalc | LinkType::CallWork);
+    let parent_types: &[&str] = if link_type == LinkType::Create { &["create"] } else { &["call_calc", "call_work"] };
+    if one_parent
+        && !tx
+            .query("SELECT 1 FROM db_dblink WHERE output_id = $1 AND type = ANY($2)", &[&tgt, &parent_types])
+            .await?
+            .is_empty()
+    {
+        let what = if link_type == LinkType::Create { "creator" } else { "caller" };
+        return Err(invalid(format!("node {tgt} already has a {what}")));
+    }
+    // aiida's degree rules: a process has one input per label; a process has one output
+    // (create/return) per label; no link may exist twice.
+    let unique_label = match link_type {
+        LinkType::InputCalc | LinkType::InputWork => {
+            Some(("SELECT 1 FROM db_dblink WHERE output_id = $1 AND label = $2 AND type = $3", tgt, "input"))
         }
-        // aiida's degree rules: a process has one input per label; a process has one output
-        // (create/return) per label; no link may exist twice.
-        let unique_label = match link_type {
-            LinkType::InputCalc | LinkType::InputWork => {
-                Some(("SELECT 1 FROM db_dblink WHERE output_id = $1 AND label = $2 AND type = $3", tgt, "input"))
-            }
-            LinkType::Create | LinkType::Return => {
-                Some(("SELECT 1 FROM db_dblink WHERE input_id = $1 AND label = $2 AND type = $3", src, "output"))
-            }
-            LinkType::CallCalc | LinkType::CallWork => None,
-        };
-        if let Some((sql, pk, what)) = unique_label
-            && exists(sql, params![pk, label.to_owned(), link_type.as_str().to_owned()])?
-        {
-            return Err(invalid(format!("node {pk} already has an {what} labelled `{label}`")));
+        LinkType::Create | LinkType::Return => {
+            Some(("SELECT 1 FROM db_dblink WHERE input_id = $1 AND label = $2 AND type = $3", src, "output"))
         }
-        let duplicate = "SELECT 1 FROM db_dblink WHERE input_id = $1 AND output_id = $2 AND label = $3 AND type = $4";
-        if exists(duplicate, params![src, tgt, label.to_owned(), link_type.as_str().to_owned()])? {
-            return Err(invalid("this link exists already".to_owned()));
-        }
-        tx.query(
-            "INSERT INTO db_dblink (input_id, output_id, label, type) VALUES ($1, $2, $3, $4)",
-            params![src, tgt, label.to_owned(), link_type.as_str().to_owned()],
-        )?;
-        Ok(())
-    })
+        LinkType::CallCalc | LinkType::CallWork => None,
+    };
+    if let Some((sql, pk, what)) = unique_label
+        && !tx.query(sql, &[&pk, &label, &type_string]).await?.is_empty()
+    {
+        return Err(invalid(format!("node {pk} already has an {what} labelled `{label}`")));
+    }
+    let duplicate = "SELECT 1 FROM db_dblink WHERE input_id = $1 AND output_id = $2 AND label = $3 AND type = $4";
+    if !tx.query(duplicate, &[&src, &tgt, &label, &type_string]).await?.is_empty() {
+        return Err(invalid("this link exists already".to_owned()));
+    }
+    tx.query(
+        "INSERT INTO db_dblink (input_id, output_id, label, type) VALUES ($1, $2, $3, $4)",
+        &[&src, &tgt, &label, &type_string],
+    )
+    .await?;
+    Ok(tx.commit().await?)
 }
 
-fn links(storage: &Storage, node: &Node, incoming: bool) -> Result<Vec<Link>, OrmError> {
+async fn links(storage: &Storage, node: &Node, incoming: bool) -> Result<Vec<Link>, OrmError> {
     let pk = node.pk().ok_or(OrmError::NotStored)?;
     let (this, other) = if incoming { ("output_id", "input_id") } else { ("input_id", "output_id") };
-    let rows = storage.db().query(
-        &format!("SELECT l.type, l.label, n.id FROM db_dblink l JOIN db_dbnode n ON n.id = l.{other} WHERE l.{this} = $1 ORDER BY l.id"),
-        params![pk],
-    )?;
-    rows.iter()
-        .map(|row| {
-            let link_type = LinkType::parse(row.get(0)).unwrap_or(LinkType::Create);
-            Ok(Link { node: Node::load(storage, row.get(2))?, link_type, label: row.get(1) })
+    let rows = storage
+        .db()
+        .query(
+            &format!(
+                "SELECT n.*, l.type AS link_type, l.label AS link_label FROM db_dblink l JOIN db_dbnode n ON n.id = l.{other}
+                 WHERE l.{this} = $1 ORDER BY l.id"
+            ),
+            &[&pk],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| Link {
+            link_type: LinkType::parse(row.get("link_type")).unwrap_or(LinkType::Create),
+            label: row.get("link_label"),
+            node: Node::from_row(row),
         })
-        .collect()
+        .collect())
 }
 
 impl Node {
     /// The links into this node, oldest first.
     pub fn incoming(&self, storage: &Storage) -> Result<Vec<Link>, OrmError> {
-        links(storage, self, true)
+        block_on(links(storage, self, true))
+    }
+
+    /// [`Node::incoming`], async.
+    pub async fn incoming_async(&self, storage: &Storage) -> Result<Vec<Link>, OrmError> {
+        links(storage, self, true).await
     }
 
     /// The links out of this node, oldest first.
     pub fn outgoing(&self, storage: &Storage) -> Result<Vec<Link>, OrmError> {
-        links(storage, self, false)
+        block_on(links(storage, self, false))
+    }
+
+    /// [`Node::outgoing`], async.
+    pub async fn outgoing_async(&self, storage: &Storage) -> Result<Vec<Link>, OrmError> {
+        links(storage, self, false).await
     }
 }

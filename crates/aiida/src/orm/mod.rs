@@ -12,7 +12,7 @@ mod user;
 pub use comment::{Comment, Log};
 pub use computer::{AuthInfo, Computer};
 pub use group::Group;
-pub use link::{Link, LinkType, add_link};
+pub use link::{Link, LinkType, add_link, add_link_async};
 pub use node::Node;
 pub use query::QueryBuilder;
 pub use user::User;
@@ -21,14 +21,14 @@ use crate::storage::StorageError;
 
 /// Runs an `INSERT ... RETURNING id` of an entity with a unique label; a label in use is a
 /// [`OrmError::Duplicate`] and changes nothing.
-pub(crate) fn insert_labelled(
+pub(crate) async fn insert_labelled(
     storage: &crate::storage::Storage,
     sql: &str,
-    params: crate::storage::Params,
+    args: crate::storage::Args<'_>,
     entity: &'static str,
     label: &str,
 ) -> Result<i32, OrmError> {
-    match storage.db().query(sql, params) {
+    match storage.db().query(sql, args).await {
         Ok(rows) => Ok(rows[0].get(0)),
         Err(e) if e.is_unique_violation() => Err(OrmError::Duplicate { entity, label: label.to_owned() }),
         Err(e) => Err(e.into()),

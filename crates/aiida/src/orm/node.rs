@@ -5,7 +5,10 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::{OrmError, User};
-use crate::storage::{Storage, params};
+use std::sync::Arc;
+
+use crate::runtime::{self, block_on};
+use crate::storage::Storage;
 
 /// A node of the provenance graph: data or a process, with attributes (frozen once stored),
 /// extras (always mutable) and files (in the repository).
@@ -24,7 +27,8 @@ pub struct Node {
     repository_metadata: Value,
     computer: Option<i32>,
     user: Option<i32>,
-    files: BTreeMap<String, Vec<u8>>,
+    /// Files to store, shared so that storing can hand them to a blocking thread.
+    files: BTreeMap<String, Arc<[u8]>>,
 }
 
 impl Node {
@@ -151,13 +155,26 @@ impl Node {
         key: impl Into<String>,
         value: impl Into<Value>,
     ) -> Result<(), OrmError> {
+        block_on(self.set_extra_async(storage, key, value))
+    }
+
+    /// [`Node::set_extra`], async.
+    pub async fn set_extra_async(
+        &mut self,
+        storage: &Storage,
+        key: impl Into<String>,
+        value: impl Into<Value>,
+    ) -> Result<(), OrmError> {
         let (key, value) = (key.into(), value.into());
         if let Some(pk) = self.pk {
-            let rows = storage.db().query(
-                "UPDATE db_dbnode SET extras = coalesce(extras, '{}'::jsonb) || jsonb_build_object($2::text, $3::jsonb),
-                 mtime = now() WHERE id = $1 RETURNING mtime",
-                params![pk, key.clone(), value.clone()],
-            )?;
+            let rows = storage
+                .db()
+                .query(
+                    "UPDATE db_dbnode SET extras = coalesce(extras, '{}'::jsonb) || jsonb_build_object($2::text, $3::jsonb),
+                     mtime = now() WHERE id = $1 RETURNING mtime",
+                    &[&pk, &key, &value],
+                )
+                .await?;
             self.mtime = rows[0].get(0);
         }
         self.extras.insert(key, value);
@@ -167,14 +184,19 @@ impl Node {
     /// Adds a file at `path` (`/`-separated) to the node's repository folder (before storing).
     pub fn put_file(&mut self, path: impl Into<String>, content: impl Into<Vec<u8>>) -> Result<(), OrmError> {
         self.check_mutable()?;
-        self.files.insert(path.into(), content.into());
+        self.files.insert(path.into(), content.into().into());
         Ok(())
     }
 
     /// The content of the file at `path`.
     pub fn file(&self, storage: &Storage, path: &str) -> Result<Vec<u8>, OrmError> {
+        block_on(self.file_async(storage, path))
+    }
+
+    /// [`Node::file`], async.
+    pub async fn file_async(&self, storage: &Storage, path: &str) -> Result<Vec<u8>, OrmError> {
         if let Some(content) = self.files.get(path) {
-            return Ok(content.clone());
+            return Ok(content.to_vec());
         }
         let mut entry = &self.repository_metadata;
         for part in path.split('/') {
@@ -187,7 +209,8 @@ impl Node {
             entity: "file",
             id: format!("`{path}` in node {} (it is a folder)", self.uuid),
         })?;
-        Ok(storage.repository().get(key)?)
+        let (storage, key) = (storage.clone(), key.to_owned());
+        Ok(runtime::spawn_blocking(move || storage.repository().get(&key)).await?)
     }
 
     /// The repository tree, as `repository_metadata` stores it.
@@ -210,42 +233,58 @@ impl Node {
     /// Stores the node (its files first, then its row), by the profile's default user unless a
     /// user was set. Storing a stored node does nothing.
     pub fn store(&mut self, storage: &Storage) -> Result<&mut Node, OrmError> {
+        block_on(self.store_async(storage))
+    }
+
+    /// [`Node::store`], async. Without files and by the default user, it is one round trip.
+    pub async fn store_async(&mut self, storage: &Storage) -> Result<&mut Node, OrmError> {
         if self.pk.is_some() {
             return Ok(self);
         }
         let user = match self.user {
             Some(id) => id,
-            None => match storage.default_user_id()? {
+            None => match storage.default_user_id().await? {
                 Some(id) => id,
-                None => User::default_user(storage)?.pk(),
+                None => User::default_user_async(storage).await?.pk(),
             },
         };
-        let mut tree = json!({});
-        for (path, content) in &self.files {
-            let key = storage.repository().put(content)?;
-            insert_file(&mut tree, path, key);
-        }
+        let tree = if self.files.is_empty() {
+            json!({})
+        } else {
+            let (storage, files) = (storage.clone(), self.files.clone());
+            runtime::spawn_blocking(move || {
+                let mut tree = json!({});
+                for (path, content) in &files {
+                    insert_file(&mut tree, path, storage.repository().put(content)?);
+                }
+                Ok::<_, OrmError>(tree)
+            })
+            .await?
+        };
         let attributes = Value::Object(self.attributes.clone());
         let extras = Value::Object(self.extras.clone());
-        let rows = storage.db().query(
-            "INSERT INTO db_dbnode (uuid, node_type, process_type, label, description, ctime, mtime, attributes,
-             extras, repository_metadata, dbcomputer_id, user_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
-            params![
-                self.uuid,
-                self.node_type.clone(),
-                self.process_type.clone(),
-                self.label.clone(),
-                self.description.clone(),
-                self.ctime,
-                self.mtime,
-                attributes,
-                extras,
-                tree.clone(),
-                self.computer,
-                user
-            ],
-        )?;
+        let rows = storage
+            .db()
+            .query(
+                "INSERT INTO db_dbnode (uuid, node_type, process_type, label, description, ctime, mtime, attributes,
+                 extras, repository_metadata, dbcomputer_id, user_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+                &[
+                    &self.uuid,
+                    &self.node_type,
+                    &self.process_type,
+                    &self.label,
+                    &self.description,
+                    &self.ctime,
+                    &self.mtime,
+                    &attributes,
+                    &extras,
+                    &tree,
+                    &self.computer,
+                    &user,
+                ],
+            )
+            .await?;
         self.pk = Some(rows[0].get(0));
         self.user = Some(user);
         self.repository_metadata = tree;
@@ -255,13 +294,23 @@ impl Node {
 
     /// Loads node `pk`.
     pub fn load(storage: &Storage, pk: i32) -> Result<Node, OrmError> {
-        let rows = storage.db().query("SELECT * FROM db_dbnode WHERE id = $1", params![pk])?;
+        block_on(Node::load_async(storage, pk))
+    }
+
+    /// [`Node::load`], async.
+    pub async fn load_async(storage: &Storage, pk: i32) -> Result<Node, OrmError> {
+        let rows = storage.db().query("SELECT * FROM db_dbnode WHERE id = $1", &[&pk]).await?;
         rows.first().map(Node::from_row).ok_or(OrmError::NotFound { entity: "node", id: format!("pk {pk}") })
     }
 
     /// Loads the node with `uuid`.
     pub fn load_uuid(storage: &Storage, uuid: Uuid) -> Result<Node, OrmError> {
-        let rows = storage.db().query("SELECT * FROM db_dbnode WHERE uuid = $1", params![uuid])?;
+        block_on(Node::load_uuid_async(storage, uuid))
+    }
+
+    /// [`Node::load_uuid`], async.
+    pub async fn load_uuid_async(storage: &Storage, uuid: Uuid) -> Result<Node, OrmError> {
+        let rows = storage.db().query("SELECT * FROM db_dbnode WHERE uuid = $1", &[&uuid]).await?;
         rows.first().map(Node::from_row).ok_or(OrmError::NotFound { entity: "node", id: format!("uuid {uuid}") })
     }
 

@@ -17,7 +17,8 @@ use tokio_postgres::types::ToSql;
 
 use super::data::DataType;
 use super::{LinkType, Node, OrmError};
-use crate::storage::{Storage, params};
+use crate::runtime::block_on;
+use crate::storage::{Storage, args};
 
 /// A comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,7 +242,7 @@ impl QueryBuilder {
         if let Some(e) = &self.error {
             return Err(OrmError::Query(e.clone()));
         }
-        let mut params: crate::storage::Params = params![];
+        let mut params: crate::storage::Params = Vec::new();
         let mut number = |clause: &str, values: &[Param]| -> String {
             let mut out = String::new();
             let mut values = values.iter();
@@ -275,6 +276,11 @@ impl QueryBuilder {
 
     /// The matching nodes (by pk unless ordered otherwise).
     pub fn all(&self, storage: &Storage) -> Result<Vec<Node>, OrmError> {
+        block_on(self.all_async(storage))
+    }
+
+    /// [`QueryBuilder::all`], async.
+    pub async fn all_async(&self, storage: &Storage) -> Result<Vec<Node>, OrmError> {
         let (mut sql, params) = self.sql("DISTINCT n.*")?;
         let order = if self.order.is_empty() { "n.id ASC".to_owned() } else { self.order.join(", ") };
         sql.push_str(&format!(" ORDER BY {order}"));
@@ -284,17 +290,27 @@ impl QueryBuilder {
         if let Some(n) = self.offset {
             sql.push_str(&format!(" OFFSET {n}"));
         }
-        Ok(storage.db().query(&sql, params)?.iter().map(Node::from_row).collect())
+        Ok(storage.db().query(&sql, &args(&params)).await?.iter().map(Node::from_row).collect())
     }
 
     /// The first matching node, if any.
     pub fn first(&self, storage: &Storage) -> Result<Option<Node>, OrmError> {
-        Ok(self.clone().limit(1).all(storage)?.into_iter().next())
+        block_on(self.first_async(storage))
+    }
+
+    /// [`QueryBuilder::first`], async.
+    pub async fn first_async(&self, storage: &Storage) -> Result<Option<Node>, OrmError> {
+        Ok(self.clone().limit(1).all_async(storage).await?.into_iter().next())
     }
 
     /// How many nodes match.
     pub fn count(&self, storage: &Storage) -> Result<i64, OrmError> {
+        block_on(self.count_async(storage))
+    }
+
+    /// [`QueryBuilder::count`], async.
+    pub async fn count_async(&self, storage: &Storage) -> Result<i64, OrmError> {
         let (sql, params) = self.sql("count(DISTINCT n.id)")?;
-        Ok(storage.db().query(&sql, params)?[0].get(0))
+        Ok(storage.db().query(&sql, &args(&params)).await?[0].get(0))
     }
 }

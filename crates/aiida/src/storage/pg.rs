@@ -1,61 +1,39 @@
-//! A synchronous PostgreSQL connection over tokio-postgres.
+//! Connections to a profile's PostgreSQL: a pool of tokio-postgres clients (deadpool-postgres),
+//! driven on the crate's runtime, with each connection's prepared statements cached.
 //!
-//! The async driver runs on one private runtime; callers wait on a plain channel, so every call
-//! works from a plain thread and from inside someone else's Tokio runtime alike.
+//! Everything here is async; the synchronous surface is [`crate::runtime::block_on`] over it.
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-
+use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, Object, Pool, PoolError};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row, Statement};
+use tokio_postgres::{NoTls, Row};
 
 use super::StorageError;
 use crate::config::PsqlDosConfig;
+use crate::runtime;
 
-/// Owned query parameters (they travel to the driver's runtime).
+/// Owned query parameters, for statements built at run time (see [`crate::orm::QueryBuilder`]).
 pub(crate) type Params = Vec<Box<dyn ToSql + Send + Sync>>;
 
-/// Builds [`Params`] from expressions.
-macro_rules! params {
-    ($($p:expr),* $(,)?) => { vec![$(Box::new($p) as Box<dyn tokio_postgres::types::ToSql + Send + Sync>),*] };
-}
-pub(crate) use params;
+/// Borrowed query parameters, as tokio-postgres takes them.
+pub(crate) type Args<'a> = &'a [&'a (dyn ToSql + Sync)];
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("aiida-db")
-            .enable_all()
-            .build()
-            .expect("aiida: cannot start the database runtime")
-    })
-}
-
-fn block<F>(f: F) -> F::Output
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    runtime().spawn(async move {
-        let _ = tx.send(f.await);
-    });
-    rx.recv().expect("aiida: a database task panicked")
+/// The parameters of `params` as tokio-postgres takes them.
+pub(crate) fn args(params: &Params) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
 }
 
 /// How many prepared statements a connection keeps (queries are built from a few shapes).
 const STATEMENTS_KEPT: usize = 256;
 
-/// One connection. Statements are serialised: a transaction holds the connection until it ends.
-/// Statements are prepared once per connection, so a repeated query is one round trip.
+/// How many connections one storage opens at most: enough for the processes a daemon worker runs
+/// at once to share, few enough for hundreds of test profiles on one server.
+const MAX_CONNECTIONS: usize = 10;
+
+/// A pool of connections to one database. Cloning it is cheap and shares the pool.
+#[derive(Clone)]
 pub(crate) struct Db {
-    client: Arc<tokio_postgres::Client>,
-    busy: Mutex<()>,
-    statements: Mutex<HashMap<String, Statement>>,
-    target: String,
+    pool: Pool,
+    target: std::sync::Arc<str>,
 }
 
 impl std::fmt::Debug for Db {
@@ -64,8 +42,35 @@ impl std::fmt::Debug for Db {
     }
 }
 
+/// Makes each connection on the crate's runtime, so that it outlives the executor that asked.
+struct OnRuntime;
+
+impl deadpool_postgres::Connect for OnRuntime {
+    fn connect(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> std::pin::Pin<
+        Box<
+            dyn Future<Output = Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>>
+                + Send
+                + '_,
+        >,
+    > {
+        let config = config.clone();
+        Box::pin(runtime::on_runtime(async move {
+            let (client, connection) = config.connect(NoTls).await?;
+            let driver = tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok((client, driver))
+        }))
+    }
+}
+
 impl Db {
-    pub(crate) fn connect(config: &PsqlDosConfig) -> Result<Db, StorageError> {
+    /// A pool for the database of `config`, with one connection made (so that bad settings fail
+    /// here, not at the first query).
+    pub(crate) async fn connect(config: &PsqlDosConfig) -> Result<Db, StorageError> {
         let target = format!(
             "database `{}` at {}:{} as `{}`",
             config.database_name, config.database_hostname, config.database_port, config.database_username
@@ -76,74 +81,41 @@ impl Db {
             .user(&config.database_username)
             .password(&config.database_password)
             .dbname(&config.database_name)
+            .application_name(application_name())
             .connect_timeout(std::time::Duration::from_secs(10));
-        let client = block(async move {
-            let (client, connection) = pg.connect(NoTls).await?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            Ok::<_, tokio_postgres::Error>(client)
-        })
-        .map_err(|source| StorageError::Connect { target: target.clone(), source })?;
-        Ok(Db { client: Arc::new(client), busy: Mutex::new(()), statements: Mutex::new(HashMap::new()), target })
+        let manager = Manager::from_connect(pg, OnRuntime, ManagerConfig::default());
+        let pool = Pool::builder(manager).max_size(MAX_CONNECTIONS).build().expect("a pool without timeouts builds");
+        let db = Db { pool, target: target.into() };
+        drop(db.connection().await?);
+        Ok(db)
     }
 
-    fn lock(&self) -> MutexGuard<'_, ()> {
-        self.busy.lock().unwrap_or_else(|e| e.into_inner())
+    async fn connection(&self) -> Result<Object, StorageError> {
+        self.pool.get().await.map_err(|error| match error {
+            PoolError::Backend(source) => StorageError::Connect { target: self.target.to_string(), source },
+            other => StorageError::Pool(other.to_string()),
+        })
     }
 
     /// Runs a statement; returns its rows.
-    pub(crate) fn query(&self, sql: &str, params: Params) -> Result<Vec<Row>, StorageError> {
-        let _busy = self.lock();
-        self.query_unlocked(sql, params)
-    }
-
-    fn query_unlocked(&self, sql: &str, params: Params) -> Result<Vec<Row>, StorageError> {
-        let cached = self.statements.lock().unwrap_or_else(|e| e.into_inner()).get(sql).cloned();
-        let (client, owned) = (self.client.clone(), sql.to_owned());
-        let (rows, prepared) = block(async move {
-            let statement = match cached {
-                Some(statement) => statement,
-                None => client.prepare(&owned).await?,
-            };
-            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-            let rows = client.query(&statement, &refs).await?;
-            Ok((rows, statement))
-        })
-        .map_err(|source| {
-            // A statement that failed is prepared again next time (its plan may be stale).
-            self.statements.lock().unwrap_or_else(|e| e.into_inner()).remove(sql);
-            StorageError::Query { sql: abbreviate(sql), source }
-        })?;
-        let mut statements = self.statements.lock().unwrap_or_else(|e| e.into_inner());
-        if !statements.contains_key(sql) {
-            if statements.len() >= STATEMENTS_KEPT {
-                statements.clear();
-            }
-            statements.insert(sql.to_owned(), prepared);
-        }
-        Ok(rows)
+    pub(crate) async fn query(&self, sql: &str, args: Args<'_>) -> Result<Vec<Row>, StorageError> {
+        query(&*self.connection().await?, sql, args).await
     }
 
     /// Runs one or more statements without parameters.
-    pub(crate) fn batch(&self, sql: &str) -> Result<(), StorageError> {
-        let _busy = self.lock();
-        self.batch_unlocked(sql)
-    }
-
-    fn batch_unlocked(&self, sql: &str) -> Result<(), StorageError> {
-        let (client, owned) = (self.client.clone(), sql.to_owned());
-        block(async move { client.batch_execute(&owned).await })
-            .map_err(|source| StorageError::Query { sql: abbreviate(sql), source })
+    pub(crate) async fn batch(&self, sql: &str) -> Result<(), StorageError> {
+        batch(&*self.connection().await?, sql).await
     }
 
     /// Runs one or more statements without parameters, as one transaction (PostgreSQL's simple
     /// query protocol: one round trip); returns the rows of every statement that returns any, as
     /// text.
-    pub(crate) fn simple(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, StorageError> {
-        let _busy = self.lock();
-        let (client, owned) = (self.client.clone(), sql.to_owned());
-        let messages = block(async move { client.simple_query(&owned).await })
+    pub(crate) async fn simple(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, StorageError> {
+        let messages = self
+            .connection()
+            .await?
+            .simple_query(sql)
+            .await
             .map_err(|source| StorageError::Query { sql: abbreviate(sql), source })?;
         Ok(messages
             .iter()
@@ -157,23 +129,15 @@ impl Db {
     }
 
     /// Like [`Db::simple`]; the first column of the last row any statement returned.
-    pub(crate) fn simple_last(&self, sql: &str) -> Result<Option<String>, StorageError> {
-        Ok(self.simple(sql)?.pop().and_then(|row| row.into_iter().next().flatten()))
+    pub(crate) async fn simple_last(&self, sql: &str) -> Result<Option<String>, StorageError> {
+        Ok(self.simple(sql).await?.pop().and_then(|row| row.into_iter().next().flatten()))
     }
 
-    /// Runs `f` in a transaction: committed when it returns `Ok`, rolled back otherwise (also
-    /// when it panics, so the shared connection is never left inside a transaction).
-    pub(crate) fn transaction<R, E: From<StorageError>>(
-        &self,
-        f: impl FnOnce(&Tx<'_>) -> Result<R, E>,
-    ) -> Result<R, E> {
-        let _busy = self.lock();
-        self.batch_unlocked("BEGIN")?;
-        let mut tx = Tx { db: self, open: true };
-        let value = f(&tx)?;
-        tx.open = false;
-        self.batch_unlocked("COMMIT")?;
-        Ok(value)
+    /// Begins a transaction on a connection of its own; see [`Tx`].
+    pub(crate) async fn begin(&self) -> Result<Tx, StorageError> {
+        let connection = self.connection().await?;
+        batch(&connection, "BEGIN").await?;
+        Ok(Tx { connection: Some(connection) })
     }
 
     pub(crate) fn target(&self) -> &str {
@@ -181,27 +145,73 @@ impl Db {
     }
 }
 
-/// A transaction in progress (see [`Db::transaction`]); rolled back if dropped while open.
-pub(crate) struct Tx<'a> {
-    db: &'a Db,
-    open: bool,
+/// A name for this pool's sessions in `pg_stat_activity`, unique in this machine's processes, so a
+/// storage can tell its own sessions from others'.
+fn application_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("aiida-rs-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-impl Drop for Tx<'_> {
+async fn query(client: &ClientWrapper, sql: &str, args: Args<'_>) -> Result<Vec<Row>, StorageError> {
+    let result = async {
+        let statement = client.prepare_cached(sql).await?;
+        client.query(&statement, args).await
+    }
+    .await;
+    result
+        .map_err(|source| {
+            // A statement that failed is prepared again next time (its plan may be stale).
+            client.statement_cache.remove(sql, &[]);
+            StorageError::Query { sql: abbreviate(sql), source }
+        })
+        .inspect(|_| {
+            if client.statement_cache.size() > STATEMENTS_KEPT {
+                client.statement_cache.clear();
+            }
+        })
+}
+
+async fn batch(client: &ClientWrapper, sql: &str) -> Result<(), StorageError> {
+    client.batch_execute(sql).await.map_err(|source| StorageError::Query { sql: abbreviate(sql), source })
+}
+
+/// A transaction in progress, on a connection of its own until it ends: [`Tx::commit`] commits it;
+/// dropped before that (an error, a panic, a cancelled future), it is rolled back before its
+/// connection serves anyone else.
+pub(crate) struct Tx {
+    connection: Option<Object>,
+}
+
+impl Tx {
+    fn client(&self) -> &ClientWrapper {
+        self.connection.as_ref().expect("a transaction has its connection until it ends")
+    }
+
+    pub(crate) async fn query(&self, sql: &str, args: Args<'_>) -> Result<Vec<Row>, StorageError> {
+        query(self.client(), sql, args).await
+    }
+
+    pub(crate) async fn batch(&self, sql: &str) -> Result<(), StorageError> {
+        batch(self.client(), sql).await
+    }
+
+    pub(crate) async fn commit(mut self) -> Result<(), StorageError> {
+        let connection = self.connection.take().expect("a transaction has its connection until it ends");
+        batch(&connection, "COMMIT").await
+    }
+}
+
+impl Drop for Tx {
     fn drop(&mut self) {
-        if self.open {
-            let _ = self.db.batch_unlocked("ROLLBACK");
+        if let Some(connection) = self.connection.take() {
+            // The connection goes back to the pool only once the rollback is done.
+            runtime::handle().spawn(async move {
+                if connection.batch_execute("ROLLBACK").await.is_err() {
+                    let _ = Object::take(connection);
+                }
+            });
         }
-    }
-}
-
-impl Tx<'_> {
-    pub(crate) fn query(&self, sql: &str, params: Params) -> Result<Vec<Row>, StorageError> {
-        self.db.query_unlocked(sql, params)
-    }
-
-    pub(crate) fn batch(&self, sql: &str) -> Result<(), StorageError> {
-        self.db.batch_unlocked(sql)
     }
 }
 
