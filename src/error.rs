@@ -30,6 +30,9 @@ pub enum FixtureError {
         /// The name given.
         name: String,
     },
+    /// An entry point could not be enabled.
+    #[error(transparent)]
+    Plugin(#[from] aiida::plugins::PluginError),
     /// A file-system error.
     #[error("{action} {path}: {source}")]
     Io {

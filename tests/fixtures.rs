@@ -340,3 +340,44 @@ fn entry_point_changes_end_with_the_test() {
     assert!(plugins::get("aiida.calculations", "test.scoped").is_err());
     assert!(plugins::get("aiida.data", "core.int").is_ok());
 }
+
+// ---- Entry-point scopes beyond the test's thread ----
+
+aiida::entry_point!(hidden, "aiida.calculations", "test.hidden", MyCalculation("hidden"));
+
+/// Where the parent test puts its scope's description for the child process.
+const SCOPE_FOR_CHILD: &str = "AIIDA_FIXTURES_TEST_SCOPE";
+
+#[rstest]
+fn a_tests_entry_points_reach_a_process_of_the_same_binary(mut entry_points: EntryPointManager) {
+    entry_points.enable("aiida.calculations:test.hidden").unwrap();
+    entry_points.remove("aiida.data:core.int").unwrap();
+    let description = entry_points.scope().describe().unwrap();
+    // The test binary re-executed, as a daemon worker will be: it runs only the child test below.
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "entry_point_scope_child", "--nocapture", "--test-threads", "1"])
+        .env(SCOPE_FOR_CHILD, description)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    assert!(child.status.success(), "the child failed: {stdout}{}", String::from_utf8_lossy(&child.stderr));
+    assert!(stdout.contains("1 passed"), "the child test did not run: {stdout}");
+
+    // A value that exists only in this process cannot go: a clear error says what to do instead.
+    entry_points.add(MyCalculation("local"), "aiida.calculations:test.local").unwrap();
+    let err = entry_points.scope().describe().unwrap_err();
+    assert!(err.to_string().contains("`aiida.calculations:test.local` was added at run time"), "{err}");
+}
+
+/// Run by the test above in a process of its own (ignored otherwise).
+#[rstest]
+#[ignore = "run by a_tests_entry_points_reach_a_process_of_the_same_binary"]
+fn entry_point_scope_child() {
+    let description = std::env::var(SCOPE_FOR_CHILD).expect("started by the parent test");
+    let scope = plugins::EntryPointScope::from_description(&description).unwrap();
+    assert!(plugins::get("aiida.calculations", "test.hidden").is_err(), "hidden outside the scope");
+    scope.in_scope(|| {
+        assert_eq!(plugins::calculation_factory::<MyCalculation>("test.hidden").unwrap().0, "hidden");
+        assert!(aiida::orm::data::data_factory("core.int").is_err(), "the parent's removal reached the child");
+    });
+}

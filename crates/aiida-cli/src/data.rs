@@ -8,19 +8,19 @@ use serde_json::Value;
 use aiida::orm::Node;
 use aiida::plugins;
 
-use crate::{CliError, Context, DataCommand};
+use crate::{CliError, Context, DataCommand, DataCommands};
 
 /// `verdi data [NAME ARGS...]`: runs a plugin's data command, or lists them.
 pub(crate) fn run(args: &[String], context: &Context, out: &mut dyn Write) -> Result<(), CliError> {
     let Some(name) = args.first() else {
         let _ = writeln!(out, "Report: data commands (entry points of aiida.cmdline.data):");
         for ep in plugins::select("aiida.cmdline.data", None) {
-            let about = ep.downcast::<DataCommand>().map(|c| c.about).unwrap_or("");
+            let about = plugins::typed::<DataCommands>(&ep).map(|c| c.about).unwrap_or("");
             let _ = writeln!(out, "  {:<24}{about}", ep.name());
         }
         return Ok(());
     };
-    let command = plugins::load_as::<DataCommand>(name, "aiida.cmdline.data")?;
+    let command = plugins::factory::<DataCommands>(name)?;
     let cli = (command.command)().bin_name(format!("verdi data {name}"));
     let matches = cli.try_get_matches_from(args).map_err(|e| CliError::Usage(e.to_string().trim_end().to_owned()))?;
     (command.run)(&matches, context, out)
@@ -53,7 +53,6 @@ fn dict_run(matches: &clap::ArgMatches, context: &Context, out: &mut dyn Write) 
 }
 
 aiida::entry_point!(
-    "aiida.cmdline.data",
-    "core.dict",
+    DataCommands: "core.dict",
     DataCommand { about: "Show the contents of Dict nodes", command: dict_command, run: dict_run }
 );

@@ -103,6 +103,16 @@ pub struct DataCommand {
     pub run: fn(&clap::ArgMatches, &Context, &mut dyn Write) -> Result<(), CliError>,
 }
 
+/// The `aiida.cmdline.data` group: its plugins are [`DataCommand`]s, registered with
+/// `aiida::entry_point!(DataCommands: "my.type", DataCommand { .. })`.
+#[derive(Debug)]
+pub struct DataCommands;
+
+impl aiida::plugins::PluginGroup for DataCommands {
+    const NAME: &'static str = "aiida.cmdline.data";
+    type Plugin = DataCommand;
+}
+
 /// What a command gets to work with: the instance and the profile chosen with `-p`.
 #[derive(Debug)]
 pub struct Context {

@@ -330,7 +330,6 @@ fn echo_run(
 }
 
 aiida::entry_point!(
-    "aiida.cmdline.data",
-    "test.echo",
+    aiida_cli::DataCommands: "test.echo",
     aiida_cli::DataCommand { about: "repeats a word", command: echo_command, run: echo_run }
 );

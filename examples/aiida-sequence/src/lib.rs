@@ -5,18 +5,17 @@
 
 use std::io::Write;
 
-use aiida::orm::data::DataType;
+use aiida::orm::data::{DataType, DataTypes};
 use aiida::orm::{Node, OrmError};
-use aiida_cli::{CliError, Context, DataCommand};
+use aiida_cli::{CliError, Context, DataCommand, DataCommands};
 use serde_json::Value;
 
 /// The data type: a list of numbers, with its length.
 pub const SEQUENCE: DataType = DataType { node_type: "data.example.sequence.Sequence.", class: "Sequence" };
 
-aiida::entry_point!("aiida.data", "example.sequence", SEQUENCE);
+aiida::entry_point!(DataTypes: "example.sequence", SEQUENCE);
 aiida::entry_point!(
-    "aiida.cmdline.data",
-    "example.sequence",
+    DataCommands: "example.sequence",
     DataCommand { about: "Statistics of Sequence nodes", command: stats_command, run: stats_run }
 );
 

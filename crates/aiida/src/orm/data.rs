@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::Node;
-use crate::plugins::{self, PluginError};
+use crate::plugins::{self, PluginError, PluginGroup};
 
 /// A data type: what its nodes' `node_type` is, and its class name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +14,16 @@ pub struct DataType {
     pub node_type: &'static str,
     /// The class name, e.g. `Int`.
     pub class: &'static str,
+}
+
+/// The `aiida.data` group: its plugins are [`DataType`]s, registered with
+/// `aiida::entry_point!(DataTypes: "my.type", MY_TYPE)`.
+#[derive(Debug)]
+pub struct DataTypes;
+
+impl PluginGroup for DataTypes {
+    const NAME: &'static str = "aiida.data";
+    type Plugin = DataType;
 }
 
 impl DataType {
@@ -28,7 +38,7 @@ macro_rules! builtin {
         $(
             #[doc = concat!("`", $node_type, "` (entry point `aiida.data:", $name, "`).")]
             pub const $konst: DataType = DataType { node_type: $node_type, class: $class };
-            crate::entry_point!("aiida.data", $name, $konst);
+            crate::entry_point!(DataTypes: $name, $konst);
         )*
     };
 }
@@ -48,7 +58,7 @@ builtin! {
 
 /// Loads a data type by entry point (`core.int`, `data:core.int`, `aiida.data:core.int`).
 pub fn data_factory(name: &str) -> Result<Arc<DataType>, PluginError> {
-    plugins::load_as(name, "aiida.data")
+    plugins::factory::<DataTypes>(name)
 }
 
 fn with_value(data_type: &DataType, value: Value) -> Node {
