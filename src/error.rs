@@ -34,7 +34,7 @@ pub enum FixtureError {
     #[error(transparent)]
     Plugin(#[from] aiida::plugins::PluginError),
     /// A file-system error.
-    #[error("{action} {path}: {source}")]
+    #[error("cannot {action} {path}")]
     Io {
         /// What we were doing.
         action: &'static str,

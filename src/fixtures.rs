@@ -17,7 +17,7 @@ use crate::error::FixtureError;
 use crate::profile::{AiidaInstance, AiidaProfile, ProfileOptions, current_instance, current_profile};
 
 fn or_panic<T>(fixture: &str, result: Result<T, FixtureError>) -> T {
-    result.unwrap_or_else(|e| panic!("aiida-fixtures: `{fixture}` failed: {e}"))
+    result.unwrap_or_else(|e| panic!("aiida-fixtures: `{fixture}` failed: {}", aiida::report::Chain(&e)))
 }
 
 /// The run's temporary PostgreSQL server.

@@ -408,7 +408,7 @@ impl Drop for Turn {
 impl GroupProfile {
     /// The profile of group `name`, after waiting for the group's previous test to finish.
     pub fn get(name: &str) -> GroupProfile {
-        Self::try_get(name).unwrap_or_else(|e| panic!("aiida-fixtures: {e}"))
+        Self::try_get(name).unwrap_or_else(|e| panic!("aiida-fixtures: {}", aiida::report::Chain(&e)))
     }
 
     /// Like [`GroupProfile::get`], returning the error.

@@ -181,7 +181,7 @@ pub fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(2)
         }
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "Error: {e}");
+            let _ = writeln!(std::io::stderr(), "Error: {:#}", aiida::report::Chain(&e));
             std::process::ExitCode::FAILURE
         }
     }

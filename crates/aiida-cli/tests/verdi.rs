@@ -214,7 +214,10 @@ fn a_wrong_database_password_writes_no_profile() {
         .assert()
         .failure()
         .stderr(
-            predicate::str::contains("password authentication failed").and(predicate::str::contains("\n").count(1)),
+            // The message, then its causes, each once.
+            predicate::str::starts_with("Error: cannot connect to PostgreSQL")
+                .and(predicate::str::contains("\n  caused by: ").count(2))
+                .and(predicate::str::contains("password authentication failed").count(1)),
         );
     assert!(!dir.path().join(".aiida/config.json").exists(), "a profile was written for an unusable database");
 }

@@ -8,7 +8,7 @@ fn main() -> std::process::ExitCode {
     match store_int() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {e}");
+            eprintln!("Error: {:#}", aiida::report::Chain(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

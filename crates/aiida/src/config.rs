@@ -76,7 +76,7 @@ pub enum ConfigError {
         backend: String,
     },
     /// A file-system error.
-    #[error("{action} {path}: {source}")]
+    #[error("cannot {action} {path}")]
     Io {
         /// What we were doing.
         action: &'static str,

@@ -11,6 +11,7 @@ pub mod config;
 pub mod orm;
 pub mod plugins;
 mod private_fs;
+pub mod report;
 mod runtime;
 pub mod storage;
 

@@ -39,6 +39,10 @@ pub const RUN_ID_ENV: &str = "TESTPG_RUN_ID";
 /// process that attaches).
 pub const RUN_OWNER_ENV: &str = "TESTPG_RUN_OWNER";
 
+/// How much the run's keeper logs to `keeper.log` in the run's folder: `error`, `warn`, `info`
+/// (the default), `debug` or `trace`.
+pub const LOG_ENV: &str = "TESTPG_LOG";
+
 /// Set on the keeper process (this executable run again): its run folder.
 pub(crate) const KEEPER_ENV: &str = "TESTPG_KEEPER";
 

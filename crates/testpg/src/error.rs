@@ -71,7 +71,7 @@ pub enum Error {
     Keeper(String),
 
     /// A file-system operation failed.
-    #[error("{action} {path}: {source}")]
+    #[error("cannot {action} {path}")]
     Io {
         /// What we were doing ("create folder", "read", ...).
         action: &'static str,
@@ -134,7 +134,7 @@ pub enum Error {
     },
 
     /// A query or connection failed.
-    #[error("PostgreSQL at {target}: {}", describe(source))]
+    #[error("PostgreSQL at {target} failed")]
     Postgres {
         /// The server or database concerned.
         target: String,
@@ -153,7 +153,7 @@ pub enum Error {
     },
 
     /// The caller's migration step failed while building a template database.
-    #[error("building template database for `{key}` failed: {source}")]
+    #[error("building template database for `{key}` failed")]
     Migration {
         /// The template's key.
         key: String,
@@ -175,6 +175,18 @@ pub enum Error {
     Backend(String, &'static str),
 }
 
+/// `error` and its causes on one line (`error: cause: cause`), for the keeper's log and for what it
+/// tells the processes of its run: messages do not repeat their source.
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        text.push_str(&format!(": {error}"));
+        cause = error.source();
+    }
+    text
+}
+
 impl Error {
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
         let path = path.into();
@@ -184,14 +196,5 @@ impl Error {
     pub(crate) fn pg(target: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Error {
         let target = target.into();
         move |source| Error::Postgres { target, source }
-    }
-}
-
-/// The driver's error with the server's own message (its `Display` says only "db error").
-fn describe(error: &tokio_postgres::Error) -> String {
-    match (error.as_db_error(), std::error::Error::source(error)) {
-        (Some(db), _) => format!("{}: {}", db.severity(), db.message()),
-        (None, Some(cause)) => format!("{error}: {cause}"),
-        (None, None) => error.to_string(),
     }
 }

@@ -25,8 +25,8 @@ use crate::cache::DataCache;
 use crate::client::{Client, block};
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::conn::{ConnectionInfo, ident, literal};
-use crate::env::{BACKEND_ENV, BIN_DIR_ENV, KEEPER_ENV, KEEPER_OWNER_ENV, POOL_SIZE_ENV, URL_ENV};
-use crate::error::{Error, Result};
+use crate::env::{BACKEND_ENV, BIN_DIR_ENV, KEEPER_ENV, KEEPER_OWNER_ENV, LOG_ENV, POOL_SIZE_ENV, URL_ENV};
+use crate::error::{Error, Result, chain};
 use crate::keeper_link::{self, Reuse};
 use crate::naming::{CHANNEL, Kind, clone_sql, kind, like_prefix, pooled_name, template_name};
 use crate::os::{self, ProcessId};
@@ -43,15 +43,25 @@ fn intercept_keeper() {
     // Before main, Rust has not set SIGPIPE to "ignore" yet; a closed pipe must not kill us.
     // SAFETY: setting a signal disposition has no memory-safety preconditions.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    start_log();
+    tracing::info!(run = %Path::new(&run_dir).display(), pid = std::process::id(), "keeper starting");
     let code = match std::panic::catch_unwind(|| run(PathBuf::from(run_dir))) {
         Ok(Ok(())) => 0,
         Ok(Err(e)) => {
-            eprintln!("testpg keeper: {e}");
+            tracing::error!("{}", chain(&e));
             1
         }
         Err(_) => 101,
     };
+    tracing::info!(code, "keeper ending");
     std::process::exit(code);
+}
+
+/// Logs to the keeper's stderr, which is `keeper.log` in the run's folder, at the level `TESTPG_LOG`
+/// names (info by default).
+fn start_log() {
+    let level = std::env::var(LOG_ENV).ok().and_then(|l| l.parse().ok()).unwrap_or(tracing::Level::INFO);
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).with_max_level(level).try_init();
 }
 
 /// What the keeper holds for the run: dropping it ends the server.
@@ -103,11 +113,12 @@ fn run(run_dir: PathBuf) -> Result<()> {
         Ok(s) => s,
         Err(e) => {
             // The spawner reads this line; the folder goes with us.
-            println!("error {e}");
+            println!("error {}", chain(&e));
             let _ = os::remove_tree(&run_dir.join("server"));
             return Err(e);
         }
     };
+    tracing::info!(postmaster = ?state.postmaster.map(|p| p.pid), backend = state.backend.name(), "server ready");
     println!("ready");
     let _ = std::io::stdout().flush();
     detach_stdout();
@@ -120,7 +131,7 @@ fn run(run_dir: PathBuf) -> Result<()> {
                 .spawn(move || {
                     os::lower_priority();
                     if let Err(e) = cache.make_ready_copy() {
-                        eprintln!("testpg keeper: making a ready copy of the cache: {e}");
+                        tracing::error!("making a ready copy of the cache: {}", chain(&e));
                     }
                 })
                 .ok()
@@ -149,7 +160,7 @@ fn bind_link(run_dir: &Path) -> Option<std::os::unix::net::UnixListener> {
     match bound {
         Ok(listener) => Some(listener),
         Err(e) => {
-            eprintln!("testpg keeper: cannot listen on {}: {e}", path.display());
+            tracing::error!("cannot listen on {}: {}", path.display(), chain(&e));
             None
         }
     }
@@ -255,7 +266,7 @@ async fn serve(
     let (Ok(owner), Ok(mut term), Ok(mut int)) =
         (owner, signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
     else {
-        eprintln!("testpg keeper: cannot watch the run's owner; stopping");
+        tracing::warn!("cannot watch the run's owner; stopping");
         return (resource, None);
     };
     let (note_tx, mut notes) = mpsc::unbounded_channel();
@@ -269,7 +280,7 @@ async fn serve(
         tokio::spawn(async move {
             let client = match Client::connect_async(&admin).await {
                 Ok(client) => client,
-                Err(e) => return eprintln!("testpg keeper: no claims over the socket: {e}"),
+                Err(e) => return tracing::error!("no claims over the socket: {}", chain(&e)),
             };
             let version = client.version_num_async().await.unwrap_or(0);
             let templates = Default::default();
@@ -281,7 +292,7 @@ async fn serve(
     let client = match listen(&state.admin, note_tx).await {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("testpg keeper: {e}; stopping");
+            tracing::error!("{}; stopping", chain(&e));
             return (resource, None);
         }
     };
@@ -306,11 +317,20 @@ async fn serve(
         // Maintenance (refills clone databases one after the other) gives way to the run's end.
         tokio::select! {
             biased;
-            _ = owner.readable() => break,
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = owner.readable() => {
+                tracing::info!("the run's owner ended");
+                break;
+            }
+            _ = term.recv() => {
+                tracing::info!("terminated");
+                break;
+            }
+            _ = int.recv() => {
+                tracing::info!("interrupted");
+                break;
+            }
             result = pool.maintain() => if let Err(e) = result {
-                eprintln!("testpg keeper: maintaining the pool: {e}");
+                tracing::error!("maintaining the pool: {}", chain(&e));
             },
         }
         // Handed-back databases whose connections linger are looked at again soon, then less often.
@@ -320,9 +340,18 @@ async fn serve(
             None => None,
         };
         tokio::select! {
-            _ = owner.readable() => break,
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = owner.readable() => {
+                tracing::info!("the run's owner ended");
+                break;
+            }
+            _ = term.recv() => {
+                tracing::info!("terminated");
+                break;
+            }
+            _ = int.recv() => {
+                tracing::info!("interrupted");
+                break;
+            }
             note = notes.recv() => match note {
                 Some(note) => {
                     pool.note(&note);
@@ -331,12 +360,12 @@ async fn serve(
                     }
                 }
                 None => {
-                    eprintln!("testpg keeper: lost the server connection; stopping");
+                    tracing::warn!("lost the server connection; stopping");
                     break;
                 }
             },
             _ = tick.tick() => if resource.has_exited() {
-                eprintln!("testpg keeper: the server ended; stopping");
+                tracing::warn!("the server ended; stopping");
                 break;
             },
             _ = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
@@ -444,7 +473,7 @@ impl Pool {
                         self.handed_back.retain(|n| n != &name);
                         self.reuse.lock().unwrap_or_else(|e| e.into_inner()).forget(&name);
                     }
-                    Err(e) => eprintln!("testpg keeper: dropping {name}: {e}"),
+                    Err(e) => tracing::error!("dropping {name}: {}", chain(&e)),
                 }
             }
         }
@@ -502,7 +531,7 @@ pub(crate) async fn drop_prefixed(admin: &ConnectionInfo, prefix: &str) -> Resul
         ];
         for step in steps {
             if let Err(e) = client.query_async(&step).await {
-                eprintln!("testpg keeper: dropping {name}: {e}");
+                tracing::error!("dropping {name}: {}", chain(&e));
                 failed.push(name.clone());
                 break;
             }
@@ -529,10 +558,11 @@ fn teardown(run_dir: &Path, state: &State, resource: Resource, cache_use: Option
                     snapshot::prepare(&admin, &prefix, ready_clones, &started_with, &used).await
                 });
                 prepared.unwrap_or_else(|e| {
-                    eprintln!("testpg keeper: keeping this run's templates in the cache: {e}");
+                    tracing::error!("keeping this run's templates in the cache: {}", chain(&e));
                     false
                 })
             });
+            tracing::info!(keep_as_cache = keep, "stopping the server");
             if keep { cluster.stop_keeping_data(|data| cache.install(data)) } else { cluster.stop() }
         }
         #[cfg(feature = "testcontainers")]

@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::client::Client;
 use crate::conn::literal;
+use crate::error::chain;
 use crate::naming::{Kind, claimed_name_for, kind, template_name};
 use crate::os::ProcessId;
 use crate::pool::claim;
@@ -188,12 +189,12 @@ impl LinkService {
                 match self.template_exists(hash).await {
                     Ok(false) => return "none".to_owned(),
                     Ok(true) => {}
-                    Err(e) => return format!("error {e}"),
+                    Err(e) => return format!("error {}", chain(&e).replace('\n', " ")),
                 }
                 let name = claimed_name_for(&self.prefix, hash, pid);
                 match claim(&self.client, &self.prefix, hash, &name, self.version).await {
                     Ok(()) => format!("ok {name}"),
-                    Err(e) => format!("error {}", e.to_string().replace('\n', " ")),
+                    Err(e) => format!("error {}", chain(&e).replace('\n', " ")),
                 }
             }
             ["recycle", name] if ours(name) && self.keep_for_reuse(name) => "ok".to_owned(),

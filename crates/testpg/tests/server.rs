@@ -203,7 +203,9 @@ fn a_failing_migration_is_reported_and_leaves_no_template() {
     let broken = Template::new("broken-v1", |_| Err("the schema is broken".into()));
     let err = server.database(&broken).unwrap_err();
     assert!(matches!(err, Error::Migration { .. }), "{err}");
-    assert!(err.to_string().contains("broken-v1") && err.to_string().contains("the schema is broken"), "{err}");
+    assert!(err.to_string().contains("broken-v1"), "{err}");
+    let cause = std::error::Error::source(&err).map(|e| e.to_string());
+    assert_eq!(cause.as_deref(), Some("the schema is broken"), "the migration's error is the source, not repeated");
     let fixed = Template::new("broken-v1", |db| {
         connect(db)?.batch_execute("CREATE TABLE fixed ()")?;
         Ok(())
@@ -680,4 +682,14 @@ fn without_a_docker_engine_the_container_backend_says_so() {
     )
     .unwrap_err();
     assert!(err.contains("cannot start a PostgreSQL container") && err.contains("Docker engine"), "{err}");
+}
+
+#[test]
+fn the_keeper_logs_to_its_run_folder() {
+    let server = Server::shared().unwrap();
+    let log = server.run_dir().join("keeper.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let pid = server.keeper_pid().to_string();
+    assert!(text.contains("keeper starting") && text.contains(&format!("pid={pid}")), "{}: {text}", log.display());
+    assert!(text.contains("server ready"), "{}: {text}", log.display());
 }

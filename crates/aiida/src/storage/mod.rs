@@ -26,10 +26,7 @@ const SET_SETTING: &str = "INSERT INTO db_dbsetting (key, val, description, time
 #[non_exhaustive]
 pub enum StorageError {
     /// The database could not be reached or refused us.
-    #[error(
-        "cannot connect to PostgreSQL {target}: {}; check the profile's database settings (`verdi profile show`)",
-        describe(source)
-    )]
+    #[error("cannot connect to PostgreSQL {target}; check the profile's database settings (`verdi profile show`)")]
     Connect {
         /// Database, host, port and role.
         target: String,
@@ -41,7 +38,7 @@ pub enum StorageError {
     #[error("the pool of database connections failed: {0}")]
     Pool(String),
     /// A statement failed.
-    #[error("query failed ({sql}): {}", describe(source))]
+    #[error("the query `{sql}` failed")]
     Query {
         /// The statement, abbreviated.
         sql: String,
@@ -102,7 +99,7 @@ pub enum StorageError {
     #[error("object `{0}` is not in the repository")]
     MissingObject(String),
     /// A file-system error.
-    #[error("{action} {path}: {source}")]
+    #[error("cannot {action} {path}")]
     Io {
         /// What we were doing.
         action: &'static str,
@@ -183,23 +180,6 @@ fn set_setting_sql(key: &str, value: &str, description: &str) -> String {
     )
 }
 
-/// The driver's error with the server's own message (its `Display` says only "db error").
-pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => {
-            let mut text = format!("{}: {}", db.severity(), db.message());
-            if let Some(detail) = db.detail() {
-                text.push_str(&format!(" ({detail})"));
-            }
-            text
-        }
-        None => match std::error::Error::source(error) {
-            Some(cause) => format!("{error}: {cause}"),
-            None => error.to_string(),
-        },
-    }
-}
-
 impl StorageError {
     /// Whether a unique constraint refused the statement (e.g. a duplicate label).
     pub fn is_unique_violation(&self) -> bool {
@@ -270,6 +250,7 @@ impl Storage {
         }
         storage.check_repository_against(probe.repository)?;
         storage.remember_default_user(probe.default_user);
+        tracing::debug!(profile = profile.name(), "storage opened");
         Ok(storage)
     }
 
@@ -315,6 +296,7 @@ impl Storage {
     pub async fn migrate_async(&self) -> Result<(), StorageError> {
         let recorded = match self.probe().await? {
             None => {
+                tracing::info!(profile = self.profile().name(), schema = SCHEMA_HEAD, "creating the schema");
                 let tx = self.db().begin().await?;
                 tx.batch(schema::CREATE).await?;
                 tx.commit().await?;
@@ -335,6 +317,7 @@ impl Storage {
             return Err(StorageError::RepositoryMissing { path: repository.path().to_owned(), expected });
         }
         let id = repository.create()?;
+        tracing::info!(path = %repository.path().display(), container = id, "created the repository");
         self.with_default_user(&set_setting_sql(REPOSITORY_UUID_KEY, &id, "Repository UUID")).await
     }
 
@@ -504,6 +487,7 @@ impl Storage {
     }
 
     async fn clean_with(&self, empty: &str) -> Result<(), StorageError> {
+        tracing::debug!(profile = self.profile().name(), "emptying the storage");
         // The new container is built first and put in place only after the database committed:
         // a failure on either side leaves the other as it was.
         let staged = self.repository().stage()?;

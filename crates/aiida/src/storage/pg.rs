@@ -87,6 +87,7 @@ impl Db {
         let pool = Pool::builder(manager).max_size(MAX_CONNECTIONS).build().expect("a pool without timeouts builds");
         let db = Db { pool, target: target.into() };
         drop(db.connection().await?);
+        tracing::debug!(target = %db.target, "connected");
         Ok(db)
     }
 
