@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use aiida::orm::Node;
 
-use crate::{CliError, Context, write_line};
+use crate::{CliError, Context, format_time, write_line};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum NodeCommand {
@@ -38,8 +38,8 @@ pub(crate) fn run(command: NodeCommand, context: &Context, out: &mut dyn Write) 
                     ("uuid", node.uuid().to_string()),
                     ("label", node.label().to_owned()),
                     ("description", node.description().to_owned()),
-                    ("ctime", node.ctime().to_rfc3339()),
-                    ("mtime", node.mtime().to_rfc3339()),
+                    ("ctime", format_time(node.ctime())),
+                    ("mtime", format_time(node.mtime())),
                 ] {
                     write_line(out, format!("{key:<12} {value}").trim_end().to_owned());
                 }
