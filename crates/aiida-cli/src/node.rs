@@ -23,6 +23,21 @@ pub(crate) enum NodeCommand {
         #[arg(required = true)]
         pks: Vec<i32>,
     },
+    /// Inspect the content of a node's repository folder.
+    #[command(subcommand)]
+    Repo(RepoCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RepoCommand {
+    /// Output the content of a file in the node repository folder (for a SinglefileData node,
+    /// its file unless a path is given).
+    Cat {
+        /// Node pk.
+        node: i32,
+        /// The file's path in the node's folder, `/`-separated.
+        relative_path: Option<String>,
+    },
 }
 
 /// Runs `verdi node ...`.
@@ -55,6 +70,17 @@ pub(crate) fn run(command: NodeCommand, context: &Context, out: &mut dyn Write) 
                 write_line(out, format!("PK: {pk}"));
                 write_line(out, serde_json::to_string_pretty(&Value::Object(node.attributes().clone())).expect("JSON"));
             }
+        }
+        NodeCommand::Repo(RepoCommand::Cat { node, relative_path }) => {
+            let storage = context.storage()?;
+            let node = Node::load(&storage, node)?;
+            let singlefile = node.node_type() == aiida::orm::data::SINGLEFILE.node_type;
+            let path = match relative_path {
+                Some(path) => path,
+                None if singlefile => node.attribute("filename").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                None => return Err(CliError::Usage("Error: Missing argument 'RELATIVE_PATH'.".to_owned())),
+            };
+            let _ = out.write_all(&node.file(&storage, &path)?);
         }
     }
     Ok(())
