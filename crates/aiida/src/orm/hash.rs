@@ -14,6 +14,15 @@ use uuid::Uuid;
 use super::{Node, OrmError};
 use crate::storage::Storage;
 
+/// The extra aiida-core keeps a node's hash in.
+pub(crate) const HASH_EXTRA: &str = "_aiida_hash";
+
+/// The hash that storing `node` with file tree `tree` gives it, as aiida-core's `store()` does
+/// (no input is linked to a node that is not stored yet).
+pub(crate) fn on_store(storage: &Storage, node: &Node, tree: &Value) -> Result<String, OrmError> {
+    hash_in(storage, node, tree, Map::new())
+}
+
 /// The hash of a node that is to be stored with `repository_metadata` (its file tree), on the
 /// computer `computer_uuid`, with inputs `inputs` (label to the input's hash; process nodes only).
 pub(crate) fn node_hash(

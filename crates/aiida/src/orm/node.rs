@@ -207,8 +207,9 @@ impl Node {
         }
     }
 
-    /// Stores the node (its files first, then its row), by the profile's default user unless a
-    /// user was set. Storing a stored node does nothing.
+    /// Stores the node (its files first, then its row, with its hash in extra `_aiida_hash` as
+    /// aiida-core does), by the profile's default user unless a user was set. Storing a stored
+    /// node does nothing.
     pub fn store(&mut self, storage: &Storage) -> Result<&mut Node, OrmError> {
         if self.pk.is_some() {
             return Ok(self);
@@ -225,6 +226,8 @@ impl Node {
             let key = storage.repository().put(content)?;
             insert_file(&mut tree, path, key);
         }
+        let hash = super::hash::on_store(storage, self, &tree)?;
+        self.extras.insert(super::hash::HASH_EXTRA.to_owned(), hash.into());
         let attributes = Value::Object(self.attributes.clone());
         let extras = Value::Object(self.extras.clone());
         let rows = storage.db().query(
