@@ -168,6 +168,15 @@ pub(crate) fn write_line(out: &mut dyn Write, text: String) {
     let _ = writeln!(out, "{text}");
 }
 
+/// A time as aiida-core's `verdi` prints one (Python's `str(datetime)`), in local time:
+/// `2024-05-01 14:03:07.123456+02:00`, without the fraction when it is zero.
+pub(crate) fn format_time(time: chrono::DateTime<chrono::Utc>) -> String {
+    use chrono::Timelike;
+    let local = time.with_timezone(&chrono::Local);
+    let format = if local.nanosecond() / 1000 == 0 { "%Y-%m-%d %H:%M:%S%:z" } else { "%Y-%m-%d %H:%M:%S%.6f%:z" };
+    local.format(format).to_string()
+}
+
 /// `verdi`'s `main`: parses the arguments, finds the instance folder, runs, and reports an error
 /// as one line on stderr: exit code 2 for a command line it does not accept, 1 for anything else.
 pub fn main() -> std::process::ExitCode {
@@ -183,6 +192,25 @@ pub fn main() -> std::process::ExitCode {
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "Error: {:#}", aiida::report::Chain(&e));
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, TimeZone, Utc};
+
+    #[test]
+    fn times_print_as_pythons_str_of_a_datetime_in_local_time() {
+        let exact = Utc.with_ymd_and_hms(2024, 5, 1, 12, 3, 7).unwrap();
+        let precise = exact + chrono::Duration::microseconds(1234);
+        for (time, fraction) in [(exact, ""), (precise, ".001234")] {
+            let text = super::format_time(time);
+            let (clock, offset) = text.split_at(text.len() - 6);
+            assert!(clock.ends_with(&format!(":07{fraction}")), "{text}");
+            assert!(offset.starts_with(['+', '-']) && offset.as_bytes()[3] == b':', "{text}");
+            assert_eq!(text.as_bytes()[10], b' ', "{text}");
+            assert_eq!(DateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S%.f%:z").unwrap(), time);
         }
     }
 }

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use aiida::orm::Node;
 
-use crate::{CliError, Context, write_line};
+use crate::{CliError, Context, format_time, write_line};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum NodeCommand {
@@ -22,6 +22,21 @@ pub(crate) enum NodeCommand {
         /// Node pks.
         #[arg(required = true)]
         pks: Vec<i32>,
+    },
+    /// Inspect the content of a node's repository folder.
+    #[command(subcommand)]
+    Repo(RepoCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RepoCommand {
+    /// Output the content of a file in the node repository folder (for a SinglefileData node,
+    /// its file unless a path is given).
+    Cat {
+        /// Node pk.
+        node: i32,
+        /// The file's path in the node's folder, `/`-separated.
+        relative_path: Option<String>,
     },
 }
 
@@ -38,8 +53,8 @@ pub(crate) fn run(command: NodeCommand, context: &Context, out: &mut dyn Write) 
                     ("uuid", node.uuid().to_string()),
                     ("label", node.label().to_owned()),
                     ("description", node.description().to_owned()),
-                    ("ctime", node.ctime().to_rfc3339()),
-                    ("mtime", node.mtime().to_rfc3339()),
+                    ("ctime", format_time(node.ctime())),
+                    ("mtime", format_time(node.mtime())),
                 ] {
                     write_line(out, format!("{key:<12} {value}").trim_end().to_owned());
                 }
@@ -55,6 +70,17 @@ pub(crate) fn run(command: NodeCommand, context: &Context, out: &mut dyn Write) 
                 write_line(out, format!("PK: {pk}"));
                 write_line(out, serde_json::to_string_pretty(&Value::Object(node.attributes().clone())).expect("JSON"));
             }
+        }
+        NodeCommand::Repo(RepoCommand::Cat { node, relative_path }) => {
+            let storage = context.storage()?;
+            let node = Node::load(&storage, node)?;
+            let singlefile = node.node_type() == aiida::orm::data::SINGLEFILE.node_type;
+            let path = match relative_path {
+                Some(path) => path,
+                None if singlefile => node.attribute("filename").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                None => return Err(CliError::Usage("Error: Missing argument 'RELATIVE_PATH'.".to_owned())),
+            };
+            let _ = out.write_all(&node.file(&storage, &path)?);
         }
     }
     Ok(())

@@ -81,7 +81,10 @@ fn nodes_stored_by_the_library_are_shown_by_verdi() {
     let t = TestProfile::new(&aiida_template());
     let storage = aiida::storage::Storage::initialise(&t.profile).unwrap();
     let mut node = aiida::orm::data::int(42);
+    node.put_file("sub/notes.txt", "a note").unwrap();
     let pk = node.store(&storage).unwrap().pk().unwrap().to_string();
+    let mut single = aiida::orm::data::singlefile("data.bin", b"\x00\x01".to_vec());
+    let single = single.store(&storage).unwrap().pk().unwrap().to_string();
     verdi(t.dir.path()).args(["node", "show", &pk]).assert().success().stdout(
         predicate::str::contains("type         Int").and(predicate::str::is_match(r"(?m)^value +42$").unwrap()),
     );
@@ -91,6 +94,10 @@ fn nodes_stored_by_the_library_are_shown_by_verdi() {
         .success()
         .stdout(predicate::str::contains("\"value\": 42"));
     verdi(t.dir.path()).args(["node", "show", "999"]).assert().failure().stderr("Error: no node with pk 999\n");
+    verdi(t.dir.path()).args(["node", "repo", "cat", &pk, "sub/notes.txt"]).assert().success().stdout("a note");
+    verdi(t.dir.path()).args(["node", "repo", "cat", &single]).assert().success().stdout(&b"\x00\x01"[..]);
+    verdi(t.dir.path()).args(["node", "repo", "cat", &pk]).assert().code(2);
+    verdi(t.dir.path()).args(["node", "repo", "cat", &pk, "sub"]).assert().failure();
 }
 
 #[test]

@@ -4,6 +4,7 @@ mod comment;
 mod computer;
 pub mod data;
 mod group;
+mod hash;
 mod link;
 mod node;
 pub mod query;

@@ -230,8 +230,9 @@ impl Node {
         }
     }
 
-    /// Stores the node (its files first, then its row), by the profile's default user unless a
-    /// user was set. Storing a stored node does nothing.
+    /// Stores the node (its files first, then its row, with its hash in extra `_aiida_hash` as
+    /// aiida-core does), by the profile's default user unless a user was set. Storing a stored
+    /// node does nothing.
     pub fn store(&mut self, storage: &Storage) -> Result<&mut Node, OrmError> {
         block_on(self.store_async(storage))
     }
@@ -261,8 +262,10 @@ impl Node {
             })
             .await?
         };
+        let mut extras = self.extras.clone();
+        extras.insert(super::hash::HASH_EXTRA.to_owned(), super::hash::on_store(storage, self, &tree).await?.into());
         let attributes = Value::Object(self.attributes.clone());
-        let extras = Value::Object(self.extras.clone());
+        let extras = Value::Object(extras);
         let rows = storage
             .db()
             .query(
@@ -287,6 +290,7 @@ impl Node {
             .await?;
         self.pk = Some(rows[0].get(0));
         self.user = Some(user);
+        self.extras = super::object(Some(extras));
         self.repository_metadata = tree;
         self.files.clear();
         Ok(self)

@@ -1,10 +1,17 @@
 //! The file repository: a disk-objectstore container (`<repository>/container/`), as aiida-core
 //! reads it. Objects are stored loose, uncompressed, keyed by the SHA-256 of their content, and
 //! written through `sandbox/` so that a reader never sees half an object.
+//!
+//! aiida-core's `verdi storage maintain` moves loose objects into pack files (`packs/<n>`, each
+//! object possibly zlib-compressed) listed in the SQLite index `packs.idx`; those are read here
+//! too, and never written again as loose objects.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -29,6 +36,27 @@ impl Drop for Staged {
 #[derive(Debug, Clone)]
 pub struct Repository {
     container: PathBuf,
+    /// `packs.idx`, opened once it is needed (shared by clones).
+    packs: Arc<Mutex<Option<PackIndex>>>,
+}
+
+/// `packs.idx` open read-only, and the file (device, inode) it was opened on: a container
+/// replaced since (a storage clean) has a new index, which is then opened instead.
+#[derive(Debug)]
+struct PackIndex {
+    sqlite: rusqlite::Connection,
+    file: (u64, u64),
+}
+
+/// Where a packed object is: `length` bytes at `offset` of `packs/<pack_id>`, zlib-compressed or
+/// not; `size` is the object's own size.
+#[derive(Debug)]
+struct Packed {
+    compressed: bool,
+    size: i64,
+    offset: i64,
+    length: i64,
+    pack_id: i64,
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StorageError {
@@ -39,7 +67,7 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Stora
 impl Repository {
     /// The container inside the repository folder `repository` (it may not exist yet).
     pub fn new(repository: &Path) -> Repository {
-        Repository { container: repository.join("container") }
+        Repository { container: repository.join("container"), packs: Arc::default() }
     }
 
     /// The container folder.
@@ -121,11 +149,12 @@ impl Repository {
             .ok_or_else(|| StorageError::Repository { path, reason: "config.json has no container_id".to_owned() })
     }
 
-    /// Stores `content`; returns its key (SHA-256, hex). Storing the same content twice is free.
+    /// Stores `content`; returns its key (SHA-256, hex). Storing the same content twice is free,
+    /// whether the first copy is still loose or was packed since.
     pub fn put(&self, content: &[u8]) -> Result<String, StorageError> {
         let key = format!("{:x}", Sha256::digest(content));
         let dest = self.loose_path(&key);
-        if dest.is_file() {
+        if dest.is_file() || self.packed(&key)?.is_some() {
             return Ok(key);
         }
         let sandbox = self.container.join("sandbox").join(uuid::Uuid::new_v4().simple().to_string());
@@ -137,28 +166,133 @@ impl Repository {
         Ok(key)
     }
 
-    /// The content stored under `key`.
+    /// The content stored under `key`, loose or packed.
     pub fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
         let path = self.loose_path(key);
-        fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => StorageError::MissingObject(key.to_owned()),
-            _ => io("read", &path)(e),
-        })
+        match fs::read(&path) {
+            Ok(content) => Ok(content),
+            // Packing writes the pack before it removes the loose copy: look there now.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match self.packed(key)? {
+                Some(packed) => self.read_packed(key, &packed),
+                None => Err(StorageError::MissingObject(key.to_owned())),
+            },
+            Err(e) => Err(io("read", &path)(e)),
+        }
     }
 
-    /// How many loose objects there are, and their total size in bytes.
+    /// How many objects there are, loose or packed (an object in both counts once), and their
+    /// total size in bytes (uncompressed).
     pub fn count_and_size(&self) -> Result<(u64, u64), StorageError> {
         let loose = self.container.join("loose");
         let (mut count, mut size) = (0, 0);
+        let mut keys = HashSet::new();
         for prefix in fs::read_dir(&loose).map_err(io("read folder", &loose))? {
-            let prefix = prefix.map_err(io("read folder", &loose))?.path();
-            for object in fs::read_dir(&prefix).map_err(io("read folder", &prefix))? {
-                let meta = object.and_then(|o| o.metadata()).map_err(io("read", &prefix))?;
+            let prefix = prefix.map_err(io("read folder", &loose))?;
+            let path = prefix.path();
+            for object in fs::read_dir(&path).map_err(io("read folder", &path))? {
+                let object = object.map_err(io("read folder", &path))?;
+                let meta = object.metadata().map_err(io("read", &path))?;
+                keys.insert(format!(
+                    "{}{}",
+                    prefix.file_name().to_string_lossy(),
+                    object.file_name().to_string_lossy()
+                ));
                 count += 1;
                 size += meta.len();
             }
         }
+        if self.has_packs()? {
+            self.with_index(|sqlite| {
+                let mut rows = sqlite.prepare("SELECT hashkey, size FROM db_object")?;
+                let mut rows = rows.query([])?;
+                while let Some(row) = rows.next()? {
+                    if !keys.contains(row.get_ref(0)?.as_str()?) {
+                        count += 1;
+                        size += u64::try_from(row.get::<_, i64>(1)?).unwrap_or_default();
+                    }
+                }
+                Ok(())
+            })?;
+        }
         Ok((count, size))
+    }
+
+    /// Whether any pack file exists: without one no object is packed, and `packs.idx` need not
+    /// be opened (the common case, and `put` is on the path of every stored file).
+    fn has_packs(&self) -> Result<bool, StorageError> {
+        let packs = self.container.join("packs");
+        match fs::read_dir(&packs) {
+            Ok(mut entries) => Ok(entries.next().is_some()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io("read folder", &packs)(e)),
+        }
+    }
+
+    /// Where object `key` is packed, if it is.
+    fn packed(&self, key: &str) -> Result<Option<Packed>, StorageError> {
+        if !self.has_packs()? {
+            return Ok(None);
+        }
+        self.with_index(|sqlite| {
+            let mut query = sqlite.prepare_cached(
+                r#"SELECT compressed, size, "offset", length, pack_id FROM db_object WHERE hashkey = ?1"#,
+            )?;
+            let mut rows = query.query([key])?;
+            let Some(row) = rows.next()? else { return Ok(None) };
+            Ok(Some(Packed {
+                compressed: row.get(0)?,
+                size: row.get(1)?,
+                offset: row.get(2)?,
+                length: row.get(3)?,
+                pack_id: row.get(4)?,
+            }))
+        })
+    }
+
+    /// Runs `f` on `packs.idx`, opened read-only once per container (and again if the container
+    /// was replaced).
+    fn with_index<T>(&self, f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>) -> Result<T, StorageError> {
+        let path = self.container.join("packs.idx");
+        let invalid = |e: rusqlite::Error| StorageError::Repository {
+            path: path.clone(),
+            reason: format!("cannot read the pack index: {e}"),
+        };
+        let meta = fs::metadata(&path).map_err(io("read", &path))?;
+        let file = (meta.dev(), meta.ino());
+        let mut index = self.packs.lock().unwrap_or_else(PoisonError::into_inner);
+        let sqlite = match &mut *index {
+            Some(open) if open.file == file => &open.sqlite,
+            index => {
+                use rusqlite::OpenFlags;
+                let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let sqlite = rusqlite::Connection::open_with_flags(&path, flags).map_err(invalid)?;
+                &index.insert(PackIndex { sqlite, file }).sqlite
+            }
+        };
+        f(sqlite).map_err(invalid)
+    }
+
+    fn read_packed(&self, key: &str, packed: &Packed) -> Result<Vec<u8>, StorageError> {
+        let path = self.container.join("packs").join(packed.pack_id.to_string());
+        let invalid = |reason: String| StorageError::Repository { path: path.clone(), reason };
+        let (Ok(offset), Ok(length), Ok(size)) =
+            (u64::try_from(packed.offset), usize::try_from(packed.length), usize::try_from(packed.size))
+        else {
+            return Err(invalid(format!("the pack index has a negative offset or length for object `{key}`")));
+        };
+        let file = fs::File::open(&path).map_err(io("open", &path))?;
+        let mut raw = vec![0; length];
+        file.read_exact_at(&mut raw, offset).map_err(io("read", &path))?;
+        let content = if packed.compressed {
+            miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(&raw, size)
+                .map_err(|e| invalid(format!("object `{key}` does not decompress: {e}")))?
+        } else {
+            raw
+        };
+        if content.len() != size {
+            return Err(invalid(format!("object `{key}` has {} bytes, the index says {size}", content.len())));
+        }
+        Ok(content)
     }
 
     fn loose_path(&self, key: &str) -> PathBuf {
@@ -222,5 +356,79 @@ mod tests {
         let new_id = repo.create().unwrap();
         assert_ne!(new_id, id);
         assert_eq!(repo.count_and_size().unwrap(), (0, 0), "a new container is empty");
+    }
+
+    /// Packs objects into `packs/<pack_id>` as disk-objectstore does (appended, each compressed
+    /// or not) and lists them in `packs.idx`, which disk-objectstore keeps in WAL mode.
+    fn pack(container: &Path, pack_id: i64, objects: &[(&str, bool, usize, &[u8])]) {
+        let idx = rusqlite::Connection::open(container.join("packs.idx")).unwrap();
+        idx.pragma_update(None, "journal_mode", "wal").unwrap();
+        let path = container.join("packs").join(pack_id.to_string());
+        let mut pack = fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
+        for (key, compressed, size, stored) in objects {
+            let offset = pack.metadata().unwrap().len();
+            pack.write_all(stored).unwrap();
+            idx.execute(
+                r#"INSERT INTO db_object (hashkey, compressed, size, "offset", length, pack_id)
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6)"#,
+                rusqlite::params![key, compressed, *size as i64, offset as i64, stored.len() as i64, pack_id],
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn packed_objects_are_read_counted_and_not_stored_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repository::new(tmp.path());
+        repo.create().unwrap();
+        let kept = repo.put(b"stays loose").unwrap();
+        assert_eq!(repo.count_and_size().unwrap(), (1, 11), "no pack file: only loose objects");
+
+        let compressed_content = "packed and compressed ".repeat(4);
+        let compressed_key = format!("{:x}", Sha256::digest(&compressed_content));
+        // Python's zlib.compressobj(level=1) of that content: what disk-objectstore writes for
+        // compression_algorithm "zlib+1".
+        let zlib: Vec<u8> = (0..64)
+            .step_by(2)
+            .map(|i| {
+                let hex = "78012b484cce4e4d5148cc4b5148cecf2d284a2d2e06720b28160500b4a720c1";
+                u8::from_str_radix(&hex[i..i + 2], 16).unwrap()
+            })
+            .collect();
+        let plain_key = format!("{:x}", Sha256::digest(b"packed, not compressed"));
+        pack(repo.path(), 0, &[(&compressed_key, true, 88, &zlib), (&plain_key, false, 22, b"packed, not compressed")]);
+        assert_eq!(repo.get(&compressed_key).unwrap(), compressed_content.as_bytes());
+        assert_eq!(repo.get(&plain_key).unwrap(), b"packed, not compressed");
+        assert_eq!(repo.get(&kept).unwrap(), b"stays loose");
+        assert_eq!(repo.count_and_size().unwrap(), (3, 11 + 88 + 22));
+
+        // Storing packed content again writes no loose copy.
+        assert_eq!(repo.put(compressed_content.as_bytes()).unwrap(), compressed_key);
+        assert_eq!(repo.put(b"packed, not compressed").unwrap(), plain_key);
+        assert!(!repo.loose_path(&compressed_key).exists() && !repo.loose_path(&plain_key).exists());
+        assert_eq!(repo.count_and_size().unwrap(), (3, 121));
+
+        // A loose copy that packing left behind (it removes them only when asked) counts once;
+        // objects packed later, in another pack file, are seen by the index already open.
+        pack(repo.path(), 1, &[(&kept, false, 11, b"stays loose")]);
+        let late = format!("{:x}", Sha256::digest(b"late"));
+        pack(repo.path(), 1, &[(&late, false, 4, b"late")]);
+        assert_eq!(repo.get(&late).unwrap(), b"late");
+        assert_eq!(repo.count_and_size().unwrap(), (4, 125));
+        assert!(fs::read_dir(repo.path().join("sandbox")).unwrap().next().is_none());
+
+        // A damaged pack is an error, not a panic or garbage.
+        let broken = "f".repeat(64);
+        pack(repo.path(), 1, &[(&broken, true, 10, b"not zlib at all")]);
+        let err = repo.get(&broken).unwrap_err();
+        assert!(matches!(err, StorageError::Repository { .. }), "{err}");
+
+        // A new container (a storage clean) has no packed objects: the old index is not used.
+        repo.create().unwrap();
+        assert!(matches!(repo.get(&plain_key), Err(StorageError::MissingObject(_))));
+        assert_eq!(repo.count_and_size().unwrap(), (0, 0));
+        assert_eq!(repo.put(b"packed, not compressed").unwrap(), plain_key);
+        assert!(repo.loose_path(&plain_key).is_file());
     }
 }

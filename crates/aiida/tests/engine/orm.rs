@@ -77,6 +77,24 @@ fn file_data_types_keep_their_files_in_the_repository() {
 }
 
 #[test]
+fn storing_keeps_aiida_cores_hash_in_an_extra() {
+    let (_t, storage) = storage();
+    let folder = stored(data::folder([("a/b.txt", "b"), ("c.txt", "c")]), &storage);
+    let loaded = Node::load(&storage, folder.pk().unwrap()).unwrap();
+    assert_eq!(loaded.extras(), folder.extras());
+    assert_eq!(loaded.extras()["_aiida_hash"], loaded.compute_hash(&storage).unwrap());
+    // aiida-core 2.9.4's hash of an Int 42 (see src/orm/hash.rs).
+    let int = stored(data::int(42), &storage);
+    assert_eq!(int.extras()["_aiida_hash"], "bb1b385ba40bdb75cadccf353dcf4cb5806e00540c77220efc1a50cef5db93bd");
+    // A process node's hash covers its inputs: those linked by the time it is computed.
+    let calc = stored(calculation(), &storage);
+    assert_eq!(calc.extras()["_aiida_hash"], calc.compute_hash(&storage).unwrap());
+    add_link(&storage, &int, &calc, LinkType::InputCalc, "x").unwrap();
+    assert_ne!(calc.extras()["_aiida_hash"], calc.compute_hash(&storage).unwrap());
+    assert!(matches!(data::int(1).compute_hash(&storage), Err(OrmError::NotStored)));
+}
+
+#[test]
 fn links_follow_aiidas_rules() {
     let (_t, storage) = storage();
     let (x, y) = (stored(data::int(1), &storage), stored(data::int(2), &storage));
