@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
@@ -254,6 +254,15 @@ pub(crate) fn pool_size() -> Result<usize> {
     })
 }
 
+/// Waits until the run ends: its owner exits, or we are told to stop; says which.
+async fn run_end(owner: &AsyncFd<OwnedFd>, term: &mut Signal, int: &mut Signal) -> &'static str {
+    tokio::select! {
+        _ = owner.readable() => "the run's owner ended",
+        _ = term.recv() => "terminated",
+        _ = int.recv() => "interrupted",
+    }
+}
+
 /// Serves the run until its owner ends (or we are told to stop, or the server dies).
 async fn serve(
     state: State,
@@ -317,16 +326,8 @@ async fn serve(
         // Maintenance (refills clone databases one after the other) gives way to the run's end.
         tokio::select! {
             biased;
-            _ = owner.readable() => {
-                tracing::info!("the run's owner ended");
-                break;
-            }
-            _ = term.recv() => {
-                tracing::info!("terminated");
-                break;
-            }
-            _ = int.recv() => {
-                tracing::info!("interrupted");
+            reason = run_end(&owner, &mut term, &mut int) => {
+                tracing::info!("{reason}; stopping");
                 break;
             }
             result = pool.maintain() => if let Err(e) = result {
@@ -340,16 +341,8 @@ async fn serve(
             None => None,
         };
         tokio::select! {
-            _ = owner.readable() => {
-                tracing::info!("the run's owner ended");
-                break;
-            }
-            _ = term.recv() => {
-                tracing::info!("terminated");
-                break;
-            }
-            _ = int.recv() => {
-                tracing::info!("interrupted");
+            reason = run_end(&owner, &mut term, &mut int) => {
+                tracing::info!("{reason}; stopping");
                 break;
             }
             note = notes.recv() => match note {
