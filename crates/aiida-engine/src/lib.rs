@@ -1,0 +1,12 @@
+//! The AiiDA engine in Rust, layer 2 (on the core, `aiida`): processes and their provenance,
+//! calculation jobs run on a computer through a [`transport`] and a [`scheduler`], parsers, and
+//! the built-in plugins (`core.local`, `core.direct`, `core.arithmetic.add`).
+//!
+//! Plugins implement the traits of this crate and register as entry points of the typed groups in
+//! [`groups`], so the engine loads them by name without knowing their types.
+
+#![warn(missing_docs)]
+
+pub mod groups;
+pub mod scheduler;
+pub mod transport;
