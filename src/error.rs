@@ -33,6 +33,22 @@ pub enum FixtureError {
     /// An entry point could not be enabled.
     #[error(transparent)]
     Plugin(#[from] aiida::plugins::PluginError),
+    /// The ORM refused an operation.
+    #[error(transparent)]
+    Orm(#[from] aiida::orm::OrmError),
+    /// A computer with the label exists, but is another computer.
+    #[error("a computer labelled `{label}` exists already as {existing}, not {wanted}: choose another label")]
+    ComputerClash {
+        /// The label.
+        label: String,
+        /// What the existing computer is (host, transport, scheduler).
+        existing: String,
+        /// What was asked for.
+        wanted: String,
+    },
+    /// An executable is not on `PATH`.
+    #[error("The executable \"{0}\" was not found in the $PATH.")]
+    NoExecutable(String),
     /// A file-system error.
     #[error("cannot {action} {path}")]
     Io {

@@ -11,7 +11,10 @@ use aiida::config::Config;
 use aiida::storage::Storage;
 use rstest::fixture;
 
+use aiida::orm::Computer;
+
 use crate::cluster::{ConfigPsqlDos, PostgresCluster};
+use crate::computers::{CodeFactory, ComputerFactory, InstalledCodeFactory, LocalCodeFactory, LocalComputerFactory};
 use crate::entry_points::EntryPointManager;
 use crate::error::FixtureError;
 use crate::profile::{AiidaInstance, AiidaProfile, ProfileOptions, current_instance, current_profile};
@@ -221,4 +224,67 @@ pub fn aiida_profile_tmp() -> AiidaProfile {
 #[fixture]
 pub fn entry_points() -> EntryPointManager {
     EntryPointManager::new()
+}
+
+/// Gets or creates computers in the test's profile (aiida's `aiida_computer`): by label, host
+/// name, scheduler and transport; new ones work in the run's scratch folder, poll the scheduler
+/// without delay and are configured only when asked.
+///
+/// ```
+/// # use aiida_fixtures::prelude::*;
+/// let computers = aiida_computer();
+/// let spec = ComputerSpec { label: Some("cluster".into()), ..ComputerSpec::default() };
+/// let first = computers.get(spec.clone()).unwrap();
+/// assert_eq!(computers.get(spec).unwrap().uuid(), first.uuid(), "got, not created again");
+/// ```
+#[fixture]
+pub fn aiida_computer() -> ComputerFactory {
+    ComputerFactory::for_profile(aiida_profile())
+}
+
+/// Gets or creates `core.local` + `core.direct` computers, configured unless asked not to
+/// (aiida's `aiida_computer_local`).
+#[fixture]
+pub fn aiida_computer_local() -> LocalComputerFactory {
+    LocalComputerFactory::new(aiida_computer())
+}
+
+/// The computer `localhost` (`core.local` + `core.direct`, configured), as aiida's
+/// `aiida_localhost`.
+///
+/// ```
+/// # use aiida_fixtures::prelude::*;
+/// let localhost = aiida_localhost();
+/// assert_eq!((localhost.label(), localhost.transport_type()), ("localhost", "core.local"));
+/// ```
+#[fixture]
+pub fn aiida_localhost() -> Computer {
+    or_panic("aiida_localhost", aiida_computer_local().get(Some("localhost"), true))
+}
+
+/// Gets or creates codes by data type and label (aiida's `aiida_code`).
+#[fixture]
+pub fn aiida_code() -> CodeFactory {
+    CodeFactory::new(aiida_profile())
+}
+
+/// Gets or creates `InstalledCode`s, on `aiida_localhost` unless told otherwise (aiida's
+/// `aiida_code_installed`).
+///
+/// ```
+/// # use aiida_fixtures::prelude::*;
+/// let spec = InstalledCodeSpec { default_calc_job_plugin: Some("core.arithmetic.add".into()), ..Default::default() };
+/// let code = aiida_code_installed().get(spec).unwrap();
+/// assert_eq!(code.attribute("filepath_executable"), Some(&"/bin/bash".into()));
+/// ```
+#[fixture]
+pub fn aiida_code_installed() -> InstalledCodeFactory {
+    InstalledCodeFactory::new(aiida_code(), aiida_localhost())
+}
+
+/// Gets or creates codes on `aiida_localhost` for executables on `PATH` (aiida's legacy
+/// `aiida_local_code_factory(entry_point, executable)`).
+#[fixture]
+pub fn aiida_local_code_factory() -> LocalCodeFactory {
+    LocalCodeFactory::new(aiida_profile(), aiida_localhost())
 }

@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 mod cluster;
+mod computers;
 mod entry_points;
 mod error;
 pub mod fixtures;
@@ -39,6 +40,10 @@ mod profile;
 mod spare;
 
 pub use cluster::{ConfigPsqlDos, DatabaseConfig, PostgresCluster};
+pub use computers::{
+    CodeFactory, ComputerFactory, ComputerSpec, InstalledCodeFactory, InstalledCodeSpec, LocalCodeFactory,
+    LocalComputerFactory,
+};
 pub use entry_points::EntryPointManager;
 pub use error::FixtureError;
 pub use fixtures::{AiidaManager, AiidaProfileFactory};
@@ -49,8 +54,9 @@ pub use {aiida, testpg};
 pub mod prelude {
     pub use crate::fixtures::*;
     pub use crate::{
-        AiidaInstance, AiidaProfile, ConfigPsqlDos, DatabaseConfig, EntryPointManager, FixtureError, GroupProfile,
-        PostgresCluster, ProfileOptions,
+        AiidaInstance, AiidaProfile, CodeFactory, ComputerFactory, ComputerSpec, ConfigPsqlDos, DatabaseConfig,
+        EntryPointManager, FixtureError, GroupProfile, InstalledCodeFactory, InstalledCodeSpec, LocalCodeFactory,
+        LocalComputerFactory, PostgresCluster, ProfileOptions,
     };
     pub use rstest::{fixture, rstest};
 }

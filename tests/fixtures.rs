@@ -381,3 +381,104 @@ fn entry_point_scope_child() {
         assert!(aiida::orm::data::data_factory("core.int").is_err(), "the parent's removal reached the child");
     });
 }
+
+// ---- Computers and codes (aiida-core: tests/tools/pytest_fixtures/test_orm.py) ----
+
+#[rstest]
+fn aiida_computer_gets_or_creates_by_label(aiida_computer: ComputerFactory) {
+    let spec = ComputerSpec { label: Some("shared".into()), ..ComputerSpec::default() };
+    let first = aiida_computer.get(spec.clone()).unwrap();
+    assert_eq!(aiida_computer.get(spec.clone()).unwrap().uuid(), first.uuid());
+    assert_ne!(aiida_computer.get(ComputerSpec::default()).unwrap().uuid(), first.uuid(), "no label: a new one");
+    assert_eq!(first.metadata().get("minimum_scheduler_poll_interval"), Some(&serde_json::json!(0.0)));
+    let workdir = std::path::PathBuf::from(first.workdir().unwrap());
+    assert!(workdir.is_dir() && workdir.starts_with(testpg::Server::shared().unwrap().run_dir()), "{workdir:?}");
+    let err = aiida_computer.get(ComputerSpec { transport_type: "core.ssh".into(), ..spec }).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "a computer labelled `shared` exists already as localhost with core.local + core.direct, not localhost with \
+         core.ssh + core.direct: choose another label"
+    );
+}
+
+#[rstest]
+fn threads_racing_for_one_label_get_one_computer(aiida_profile: AiidaProfile) {
+    let uuids: Vec<_> = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let profile = aiida_profile.clone();
+                scope.spawn(move || {
+                    let computers = aiida_fixtures::ComputerFactory::for_profile(profile);
+                    computers
+                        .get(ComputerSpec { label: Some("raced".into()), ..ComputerSpec::default() })
+                        .unwrap()
+                        .uuid()
+                })
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert!(uuids.windows(2).all(|w| w[0] == w[1]), "{uuids:?}");
+}
+
+#[rstest]
+fn aiida_computer_local_configures_unless_told_not_to(
+    aiida_profile: AiidaProfile,
+    aiida_computer_local: LocalComputerFactory,
+) {
+    let user = aiida::orm::User::default_user(&aiida_profile).unwrap();
+    let configured = aiida_computer_local.get(Some("configured"), true).unwrap();
+    assert_eq!(configured.authinfo(&aiida_profile, &user).unwrap().auth_params(), &serde_json::Map::new());
+    let bare = aiida_computer_local.get(Some("bare"), false).unwrap();
+    assert!(!bare.is_configured(&aiida_profile, &user).unwrap());
+}
+
+#[rstest]
+fn aiida_localhost_is_a_configured_local_computer(aiida_profile: AiidaProfile, aiida_localhost: aiida::orm::Computer) {
+    assert_eq!(
+        (
+            aiida_localhost.label(),
+            aiida_localhost.hostname(),
+            aiida_localhost.transport_type(),
+            aiida_localhost.scheduler_type()
+        ),
+        ("localhost", "localhost", "core.local", "core.direct")
+    );
+    let user = aiida::orm::User::default_user(&aiida_profile).unwrap();
+    assert!(aiida_localhost.is_configured(&aiida_profile, &user).unwrap());
+    assert_eq!(aiida_fixtures::fixtures::aiida_localhost().uuid(), aiida_localhost.uuid(), "the same one again");
+}
+
+#[rstest]
+fn aiida_code_installed_stores_aiidas_attributes(aiida_code_installed: InstalledCodeFactory) {
+    let spec = InstalledCodeSpec {
+        label: Some("adder".into()),
+        default_calc_job_plugin: Some("core.arithmetic.add".into()),
+        prepend_text: "module load x".into(),
+        ..InstalledCodeSpec::default()
+    };
+    let code = aiida_code_installed.get(spec.clone()).unwrap();
+    assert_eq!(code.node_type(), "data.core.code.installed.InstalledCode.");
+    for (key, value) in [
+        ("filepath_executable", serde_json::json!("/bin/bash")),
+        ("input_plugin", serde_json::json!("core.arithmetic.add")),
+        ("prepend_text", serde_json::json!("module load x")),
+        ("append_text", serde_json::json!("")),
+        ("use_double_quotes", serde_json::json!(false)),
+        ("with_mpi", serde_json::Value::Null),
+        ("wrap_cmdline_params", serde_json::json!(false)),
+    ] {
+        assert_eq!(code.attribute(key), Some(&value), "{key}");
+    }
+    assert_eq!(aiida_code_installed.get(spec).unwrap().pk(), code.pk(), "found by label");
+}
+
+#[rstest]
+fn aiida_local_code_factory_finds_executables_on_the_path(aiida_local_code_factory: LocalCodeFactory) {
+    let code = aiida_local_code_factory.get("core.arithmetic.add", "bash").unwrap();
+    let path = code.attribute("filepath_executable").and_then(|v| v.as_str()).unwrap().to_owned();
+    assert!(path.ends_with("/bash") && std::path::Path::new(&path).is_file(), "{path}");
+    assert_eq!(aiida_local_code_factory.get("core.arithmetic.add", "bash").unwrap().pk(), code.pk());
+    let err = aiida_local_code_factory.get("core.arithmetic.add", "no-such-program-here").unwrap_err();
+    assert_eq!(err.to_string(), "The executable \"no-such-program-here\" was not found in the $PATH.");
+}

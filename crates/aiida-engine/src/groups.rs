@@ -22,3 +22,21 @@ impl PluginGroup for Transports {
     const NAME: &'static str = "aiida.transports";
     type Plugin = dyn TransportType;
 }
+
+/// `aiida.calculations`: calculation-job plugins, e.g. `core.arithmetic.add`.
+#[derive(Debug)]
+pub struct Calculations;
+
+impl PluginGroup for Calculations {
+    const NAME: &'static str = "aiida.calculations";
+    type Plugin = dyn crate::calcjob::CalcJob;
+}
+
+/// `aiida.parsers`: parser plugins, e.g. `core.arithmetic.add`.
+#[derive(Debug)]
+pub struct Parsers;
+
+impl PluginGroup for Parsers {
+    const NAME: &'static str = "aiida.parsers";
+    type Plugin = dyn crate::calcjob::Parser;
+}

@@ -10,3 +10,14 @@
 pub mod groups;
 pub mod scheduler;
 pub mod transport;
+
+pub mod arithmetic;
+mod builder;
+pub mod calcjob;
+mod connections;
+pub mod exit_code;
+mod launch;
+
+pub use builder::ProcessBuilder;
+pub use exit_code::ExitCode;
+pub use launch::{EngineError, Outputs, run, run_get_node, run_get_node_async};

@@ -12,7 +12,7 @@ pub mod orm;
 pub mod plugins;
 mod private_fs;
 pub mod report;
-mod runtime;
+pub mod runtime;
 pub mod storage;
 
 #[doc(hidden)]

@@ -1,4 +1,5 @@
-//! The crate's one Tokio runtime, and the bridge from synchronous callers to the async core.
+//! The core's one Tokio runtime, and the bridge from synchronous callers to the async core; the
+//! layers above (the engine) run their processes on it too.
 //!
 //! Every connection to PostgreSQL is driven by a task on this runtime, whoever asked for it: a
 //! query's future only exchanges messages with that task, so it can be awaited on any executor
@@ -11,12 +12,12 @@ use std::sync::OnceLock;
 use tokio::runtime::{Handle, Runtime};
 
 /// The runtime that drives connections and blocking file work.
-pub(crate) fn handle() -> &'static Handle {
+pub fn handle() -> &'static Handle {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME
         .get_or_init(|| {
             tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
+                .worker_threads(2)
                 .thread_name("aiida-io")
                 .enable_all()
                 .build()
@@ -31,12 +32,12 @@ pub(crate) fn handle() -> &'static Handle {
 /// thread and inside a caller's Tokio runtime alike (where it blocks that runtime's thread, as any
 /// synchronous call does). The futures of this crate need no ambient runtime: their I/O runs on
 /// [`handle`].
-pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
+pub fn block_on<F: Future>(future: F) -> F::Output {
     pollster::block_on(future)
 }
 
 /// Runs blocking work (file I/O) on the runtime's blocking threads, from any executor.
-pub(crate) async fn spawn_blocking<T, F>(work: F) -> T
+pub async fn spawn_blocking<T, F>(work: F) -> T
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
@@ -49,7 +50,7 @@ where
 
 /// Runs `future` as a task on the runtime (so that what it creates, such as a connection's socket,
 /// belongs to it) and waits for its output from any executor.
-pub(crate) async fn on_runtime<F>(future: F) -> F::Output
+pub async fn on_runtime<F>(future: F) -> F::Output
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,

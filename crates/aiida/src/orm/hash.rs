@@ -18,10 +18,15 @@ use crate::storage::Storage;
 /// The extra aiida-core keeps a node's hash in.
 pub(crate) const HASH_EXTRA: &str = "_aiida_hash";
 
-/// The hash that storing `node` with file tree `tree` gives it, as aiida-core's `store()` does
-/// (no input is linked to a node that is not stored yet).
-pub(crate) async fn on_store(storage: &Storage, node: &Node, tree: &Value) -> Result<String, OrmError> {
-    hash_in(storage, node, tree, Map::new()).await
+/// The hash that storing `node` with file tree `tree` and the inputs `inputs` (label to the
+/// input's hash) gives it, as aiida-core's `store()` does.
+pub(crate) async fn on_store(
+    storage: &Storage,
+    node: &Node,
+    tree: &Value,
+    inputs: Map<String, Value>,
+) -> Result<String, OrmError> {
+    hash_in(storage, node, tree, inputs).await
 }
 
 /// The hash of a node that is to be stored with `repository_metadata` (its file tree), on the

@@ -91,6 +91,19 @@ pub struct Link {
     pub label: String,
 }
 
+/// Refuses a label that is not a link label: a non-empty identifier of letters, digits and
+/// underscores.
+pub(super) fn check_label(link_type: LinkType, label: &str) -> Result<(), OrmError> {
+    if label.is_empty() || !label.chars().all(|c| c.is_alphanumeric() || c == '_') {
+        return Err(OrmError::InvalidLink {
+            link_type: link_type.as_str(),
+            label: label.to_owned(),
+            reason: "a label is a non-empty identifier of letters, digits and underscores".to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// Links `source` to `target` (both stored), enforcing aiida's rules: the right kinds of node at
 /// each end; a data node has at most one creator; a process is called by at most one workflow;
 /// a process has one input per label and one created or returned output per label; no link twice.
@@ -123,9 +136,7 @@ pub async fn add_link_async(
             target.node_type()
         )));
     }
-    if label.is_empty() || !label.chars().all(|c| c.is_alphanumeric() || c == '_') {
-        return Err(invalid("a label is a non-empty identifier of letters, digits and underscores".to_owned()));
-    }
+    check_label(link_type, label)?;
     let type_string = link_type.as_str();
     let tx = storage.db().begin().await?;
     let one_parent = matches!(link_type, LinkType::Create | LinkType::CallCalc | LinkType::CallWork);

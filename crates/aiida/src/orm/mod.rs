@@ -7,6 +7,7 @@ mod group;
 mod hash;
 mod link;
 mod node;
+mod process;
 pub mod query;
 mod user;
 
@@ -15,6 +16,7 @@ pub use computer::{AuthInfo, Computer};
 pub use group::Group;
 pub use link::{Link, LinkType, add_link, add_link_async};
 pub use node::Node;
+pub use process::UPDATABLE_ATTRIBUTES;
 pub use query::QueryBuilder;
 pub use user::User;
 
@@ -62,6 +64,20 @@ pub enum OrmError {
     Frozen {
         /// The node's pk.
         pk: i32,
+    },
+    /// A sealed process node does not change any more.
+    #[error("process node {pk} is sealed: it ended, and nothing about it changes any more")]
+    Sealed {
+        /// The node's pk.
+        pk: i32,
+    },
+    /// An attribute of a stored node that is not among the updatable ones.
+    #[error("attribute `{key}` of stored node {pk} cannot change (only a process node's updatable attributes can)")]
+    NotUpdatable {
+        /// The node's pk.
+        pk: i32,
+        /// The attribute.
+        key: String,
     },
     /// Nothing with that id.
     #[error("no {entity} with {id}")]

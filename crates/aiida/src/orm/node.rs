@@ -239,6 +239,16 @@ impl Node {
 
     /// [`Node::store`], async. Without files and by the default user, it is one round trip.
     pub async fn store_async(&mut self, storage: &Storage) -> Result<&mut Node, OrmError> {
+        self.store_linked(storage, &[]).await
+    }
+
+    /// Stores the node with links from `inputs` (label, stored node) into it, in one transaction;
+    /// its hash covers the inputs, as aiida-core's does for a process node stored with its inputs.
+    pub(super) async fn store_linked(
+        &mut self,
+        storage: &Storage,
+        inputs: &[(&str, &Node, super::LinkType)],
+    ) -> Result<&mut Node, OrmError> {
         if self.pk.is_some() {
             return Ok(self);
         }
@@ -262,38 +272,75 @@ impl Node {
             })
             .await?
         };
+        let mut input_hashes = Map::new();
+        let (mut sources, mut labels, mut types) = (Vec::new(), Vec::new(), Vec::new());
+        for (label, input, link_type) in inputs {
+            let hash = match input.extras.get(super::hash::HASH_EXTRA).and_then(Value::as_str) {
+                Some(hash) => hash.to_owned(),
+                None => input.compute_hash_async(storage).await?,
+            };
+            input_hashes.insert((*label).to_owned(), Value::String(hash));
+            sources.push(input.pk.ok_or(OrmError::NotStored)?);
+            labels.push(*label);
+            types.push(link_type.as_str());
+        }
         let mut extras = self.extras.clone();
-        extras.insert(super::hash::HASH_EXTRA.to_owned(), super::hash::on_store(storage, self, &tree).await?.into());
+        let hash = super::hash::on_store(storage, self, &tree, input_hashes).await?;
+        extras.insert(super::hash::HASH_EXTRA.to_owned(), hash.into());
         let attributes = Value::Object(self.attributes.clone());
         let extras = Value::Object(extras);
-        let rows = storage
-            .db()
-            .query(
-                "INSERT INTO db_dbnode (uuid, node_type, process_type, label, description, ctime, mtime, attributes,
-                 extras, repository_metadata, dbcomputer_id, user_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
-                &[
-                    &self.uuid,
-                    &self.node_type,
-                    &self.process_type,
-                    &self.label,
-                    &self.description,
-                    &self.ctime,
-                    &self.mtime,
-                    &attributes,
-                    &extras,
-                    &tree,
-                    &self.computer,
-                    &user,
-                ],
+        const INSERT: &str = "INSERT INTO db_dbnode (uuid, node_type, process_type, label, description, ctime, mtime,
+             attributes, extras, repository_metadata, dbcomputer_id, user_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id";
+        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
+            &self.uuid,
+            &self.node_type,
+            &self.process_type,
+            &self.label,
+            &self.description,
+            &self.ctime,
+            &self.mtime,
+            &attributes,
+            &extras,
+            &tree,
+            &self.computer,
+            &user,
+        ];
+        let pk: i32 = if inputs.is_empty() {
+            storage.db().query(INSERT, &args).await?[0].get(0)
+        } else {
+            let tx = storage.db().begin().await?;
+            let pk: i32 = tx.query(INSERT, &args).await?[0].get(0);
+            tx.query(
+                "INSERT INTO db_dblink (input_id, output_id, label, type)
+                 SELECT source, $1, label, type FROM unnest($2::int[], $3::text[], $4::text[]) AS l(source, label, type)",
+                &[&pk, &sources, &labels, &types],
             )
             .await?;
-        self.pk = Some(rows[0].get(0));
+            tx.commit().await?;
+            pk
+        };
+        self.pk = Some(pk);
         self.user = Some(user);
         self.extras = super::object(Some(extras));
         self.repository_metadata = tree;
         self.files.clear();
         Ok(self)
+    }
+
+    /// Applies a change the database made to the attributes of this stored node.
+    pub(super) fn set_stored_attributes(&mut self, set: Map<String, Value>, remove: &[&str], mtime: DateTime<Utc>) {
+        for key in remove {
+            self.attributes.remove(*key);
+        }
+        self.attributes.extend(set);
+        self.mtime = mtime;
+    }
+
+    /// Applies a change the database made to the file tree of this stored node.
+    pub(super) fn set_stored_repository(&mut self, tree: Value, mtime: DateTime<Utc>) {
+        self.repository_metadata = tree;
+        self.mtime = mtime;
     }
 
     /// Loads node `pk`.
@@ -340,7 +387,7 @@ impl Node {
 }
 
 /// Puts file `path` with object `key` into a `{"o": {name: child}}` / `{"k": key}` tree.
-fn insert_file(tree: &mut Value, path: &str, key: String) {
+pub(super) fn insert_file(tree: &mut Value, path: &str, key: String) {
     let mut parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     let Some(file) = parts.pop() else { return };
     let mut dir = tree;

@@ -1,0 +1,297 @@
+//! Calculation jobs run for real: `core.arithmetic.add` on `core.local` + `core.direct`, on a
+//! temporary profile, with the remote working folder in a scratch folder.
+
+#[path = "../../aiida/tests/engine/common.rs"]
+mod common;
+
+use std::path::PathBuf;
+
+use aiida::orm::data::installed_code;
+use aiida::orm::{Computer, LinkType, Log, Node, QueryBuilder, User};
+use aiida::storage::Storage;
+use aiida_engine::calcjob::{ParseContext, Parser, PluginFailure};
+use aiida_engine::groups::Parsers;
+use aiida_engine::{EngineError, ExitCode, ProcessBuilder, run_get_node};
+use serde_json::{Value, json};
+
+use crate::common::{TestProfile, aiida_template};
+
+/// A profile with a configured `core.local` + `core.direct` computer and a `/bin/bash` code.
+struct Setup {
+    _profile: TestProfile,
+    storage: Storage,
+    work: tempfile::TempDir,
+    computer: Computer,
+    code: Node,
+}
+
+fn setup() -> Setup {
+    let profile = TestProfile::new(&aiida_template());
+    let mut options = profile.profile.clone();
+    // Failed transport tasks are retried quickly in these tests.
+    options.set_option("transport.task_retry_initial_interval", json!(0.01));
+    options.set_option("transport.task_maximum_attempts", json!(2));
+    let storage = Storage::initialise(&options).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut computer = Computer::new("localhost", "localhost", "core.local", "core.direct")
+        .with_workdir(work.path().to_string_lossy())
+        .with_minimum_poll_interval(0.0);
+    computer.store(&storage).unwrap();
+    computer.configure(&storage, &User::default_user(&storage).unwrap(), serde_json::Map::new()).unwrap();
+    let mut code = installed_code(&computer, "/bin/bash", "bash", Some("core.arithmetic.add")).unwrap();
+    code.store(&storage).unwrap();
+    Setup { _profile: profile, storage, work, computer, code }
+}
+
+fn add(setup: &Setup, x: impl Into<Value>, y: impl Into<Value>) -> ProcessBuilder {
+    let mut builder = ProcessBuilder::for_code(&setup.code).unwrap();
+    builder.value("x", x).value("y", y);
+    builder
+}
+
+fn node_count(storage: &Storage) -> i64 {
+    QueryBuilder::nodes().count(storage).unwrap()
+}
+
+#[test]
+fn one_plus_two_finishes_with_sum_three_and_aiidas_provenance() {
+    let s = setup();
+    let (outputs, node) = run_get_node(&s.storage, &add(&s, 1, 2)).unwrap();
+    assert_eq!(outputs["sum"].attribute("value"), Some(&json!(3)));
+    assert_eq!(node.attribute("exit_status"), Some(&json!(0)));
+    assert_eq!(node.attribute("process_state"), Some(&json!("finished")));
+    assert_eq!(node.attribute("sealed"), Some(&json!(true)));
+    assert!(node.attribute("exit_message").is_none() && node.attribute("state").is_none());
+
+    // As stored, reloaded.
+    let node = Node::load(&s.storage, node.pk().unwrap()).unwrap();
+    assert_eq!(node.node_type(), "process.calculation.calcjob.CalcJobNode.");
+    assert_eq!(node.process_type(), Some("aiida.calculations:core.arithmetic.add"));
+    assert_eq!(node.computer_pk(), s.computer.pk());
+    for (key, value) in [
+        ("process_label", json!("ArithmeticAddCalculation")),
+        ("parser_name", json!("core.arithmetic.add")),
+        ("input_filename", json!("aiida.in")),
+        ("output_filename", json!("aiida.out")),
+        ("resources", json!({"num_machines": 1, "num_mpiprocs_per_machine": 1})),
+        ("scheduler_state", json!("done")),
+        ("retrieve_list", json!(["aiida.out", "_scheduler-stdout.txt", "_scheduler-stderr.txt"])),
+        ("retrieve_temporary_list", json!([])),
+        ("import_sys_environment", json!(true)),
+    ] {
+        assert_eq!(node.attribute(key), Some(&value), "{key}");
+    }
+    assert!(node.attribute("job_id").and_then(Value::as_str).is_some_and(|id| id.parse::<u32>().is_ok()));
+    assert_eq!(node.attribute("last_job_info").and_then(|i| i.get("job_state")), Some(&json!("done")));
+    assert!(node.attribute("scheduler_lastchecktime").is_some());
+
+    let mut incoming: Vec<(String, LinkType)> =
+        node.incoming(&s.storage).unwrap().into_iter().map(|l| (l.label, l.link_type)).collect();
+    incoming.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        incoming,
+        [("code".into(), LinkType::InputCalc), ("x".into(), LinkType::InputCalc), ("y".into(), LinkType::InputCalc)]
+    );
+    let mut outgoing: Vec<(String, LinkType, String)> = node
+        .outgoing(&s.storage)
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.label, l.link_type, l.node.node_type().to_owned()))
+        .collect();
+    outgoing.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        outgoing,
+        [
+            ("remote_folder".into(), LinkType::Create, "data.core.remote.RemoteData.".into()),
+            ("retrieved".into(), LinkType::Create, "data.core.folder.FolderData.".into()),
+            ("sum".into(), LinkType::Create, "data.core.int.Int.".into()),
+        ]
+    );
+
+    // The working folder, as aiida lays it out, and the node's repository.
+    let uuid = node.uuid().to_string();
+    let workdir: PathBuf = s.work.path().join(&uuid[..2]).join(&uuid[2..4]).join(&uuid[4..]);
+    assert_eq!(node.attribute("remote_workdir"), Some(&json!(workdir.to_string_lossy())));
+    for file in [
+        "aiida.in",
+        "aiida.out",
+        "_aiidasubmit.sh",
+        "_scheduler-stdout.txt",
+        "_scheduler-stderr.txt",
+        ".aiida/calcinfo.json",
+        ".aiida/job_tmpl.json",
+    ] {
+        assert!(workdir.join(file).is_file(), "{file} is not in {}", workdir.display());
+    }
+    assert_eq!(std::fs::read_to_string(workdir.join("aiida.in")).unwrap(), "echo $((1 + 2))\n");
+    assert_eq!(std::fs::read_to_string(workdir.join("aiida.out")).unwrap(), "3\n");
+    let script = std::fs::read_to_string(workdir.join("_aiidasubmit.sh")).unwrap();
+    assert!(
+        script.starts_with("#!/bin/bash\nexec > _scheduler-stdout.txt\nexec 2> _scheduler-stderr.txt\n"),
+        "{script}"
+    );
+    assert!(script.contains("'/bin/bash' < 'aiida.in' > 'aiida.out'"), "{script}");
+    assert_eq!(node.file(&s.storage, "aiida.in").unwrap(), b"echo $((1 + 2))\n");
+    assert_eq!(node.file(&s.storage, "_aiidasubmit.sh").unwrap(), script.as_bytes());
+    assert!(node.file(&s.storage, ".aiida/calcinfo.json").is_ok());
+    let retrieved = &outputs["retrieved"];
+    assert_eq!(retrieved.file(&s.storage, "aiida.out").unwrap(), b"3\n");
+    assert!(retrieved.file(&s.storage, "_scheduler-stderr.txt").is_ok());
+    assert_eq!(outputs["remote_folder"].attribute("remote_path"), Some(&json!(workdir.to_string_lossy())));
+}
+
+#[test]
+fn a_negative_sum_ends_with_410_and_keeps_sum() {
+    let s = setup();
+    let (outputs, node) = run_get_node(&s.storage, &add(&s, -5, 2)).unwrap();
+    assert_eq!(node.attribute("exit_status"), Some(&json!(410)));
+    assert_eq!(node.attribute("exit_message"), Some(&json!("The sum of the operands is a negative number.")));
+    assert_eq!(outputs["sum"].attribute("value"), Some(&json!(-3)));
+    let logs = Log::of(&s.storage, &node).unwrap();
+    assert!(
+        logs.iter().any(|l| l.levelname == "WARNING" && l.message.starts_with("output parser returned exit code<410>")),
+        "{logs:?}"
+    );
+}
+
+#[test]
+fn a_float_input_ends_with_320_and_no_sum() {
+    let s = setup();
+    let (outputs, node) = run_get_node(&s.storage, &add(&s, 1.5, 2)).unwrap();
+    assert_eq!(node.attribute("exit_status"), Some(&json!(320)));
+    assert!(!outputs.contains_key("sum"));
+    let stderr = outputs["retrieved"].file(&s.storage, "_scheduler-stderr.txt").unwrap();
+    assert!(String::from_utf8_lossy(&stderr).contains("syntax error"), "{}", String::from_utf8_lossy(&stderr));
+}
+
+#[test]
+fn a_hundred_runs_at_once_share_one_transport() {
+    let s = setup();
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..100)
+            .map(|i| {
+                let s = &s;
+                scope.spawn(move || {
+                    let (outputs, node) = run_get_node(&s.storage, &add(s, i, 1)).unwrap();
+                    assert_eq!(node.attribute("exit_status"), Some(&json!(0)), "run {i}");
+                    outputs["sum"].attribute("value").cloned()
+                })
+            })
+            .collect();
+        for (i, run) in runs.into_iter().enumerate() {
+            assert_eq!(run.join().unwrap(), Some(json!(i + 1)));
+        }
+    });
+}
+
+#[test]
+fn an_input_of_the_wrong_type_is_refused_before_anything_is_stored() {
+    let s = setup();
+    let before = node_count(&s.storage);
+    let err = run_get_node(&s.storage, &add(&s, "one", 2)).unwrap_err();
+    assert!(matches!(err, EngineError::InvalidInputs(_)), "{err}");
+    assert!(err.to_string().contains("value 'x' is not of the right type. Got 'data.core.str.Str.'"), "{err}");
+    let mut unknown = add(&s, 1, 2);
+    unknown.value("z", 3);
+    assert!(run_get_node(&s.storage, &unknown).unwrap_err().to_string().contains("unexpected inputs [\"z\"]"));
+    let mut bad_option = add(&s, 1, 2);
+    bad_option.option("sleep", "long");
+    let err = run_get_node(&s.storage, &bad_option).unwrap_err();
+    assert!(err.to_string().contains("`metadata.options.sleep` must be a whole number"), "{err}");
+    assert_eq!(node_count(&s.storage), before, "nothing was stored");
+}
+
+#[test]
+fn an_unconfigured_computer_is_refused_before_anything_is_stored() {
+    let s = setup();
+    let mut other = Computer::new("unconfigured", "localhost", "core.local", "core.direct");
+    other.store(&s.storage).unwrap();
+    let mut code = installed_code(&other, "/bin/bash", "bash2", Some("core.arithmetic.add")).unwrap();
+    code.store(&s.storage).unwrap();
+    let before = node_count(&s.storage);
+    let mut builder = ProcessBuilder::for_code(&code).unwrap();
+    builder.value("x", 1).value("y", 2);
+    let err = run_get_node(&s.storage, &builder).unwrap_err();
+    assert!(err.to_string().contains("computer `unconfigured` is not configured for user `test@localhost`"), "{err}");
+    assert_eq!(node_count(&s.storage), before);
+}
+
+#[test]
+fn a_job_whose_code_writes_nothing_ends_with_320_and_a_missing_output_file_with_310() {
+    let s = setup();
+    let mut silent = installed_code(&s.computer, "/bin/true", "true", Some("core.arithmetic.add")).unwrap();
+    silent.store(&s.storage).unwrap();
+    let mut builder = ProcessBuilder::for_code(&silent).unwrap();
+    builder.value("x", 1).value("y", 2);
+    let (_, node) = run_get_node(&s.storage, &builder).unwrap();
+    assert_eq!(node.attribute("exit_status"), Some(&json!(320)));
+    let mut removed = add(&s, 1, 2);
+    removed.option("append_text", "rm aiida.out");
+    let (outputs, node) = run_get_node(&s.storage, &removed).unwrap();
+    assert_eq!(node.attribute("exit_status"), Some(&json!(310)));
+    assert!(outputs["retrieved"].file(&s.storage, "aiida.out").is_err());
+}
+
+#[test]
+fn a_missing_executable_ends_the_job_with_a_clear_record() {
+    let s = setup();
+    let mut missing =
+        installed_code(&s.computer, "/nonexistent/bin/add", "missing", Some("core.arithmetic.add")).unwrap();
+    missing.store(&s.storage).unwrap();
+    let mut builder = ProcessBuilder::for_code(&missing).unwrap();
+    builder.value("x", 1).value("y", 2);
+    let (outputs, node) = run_get_node(&s.storage, &builder).unwrap();
+    assert_eq!(node.attribute("exit_status"), Some(&json!(320)), "the job ran and wrote nothing");
+    let stderr = outputs["retrieved"].file(&s.storage, "_scheduler-stderr.txt").unwrap();
+    assert!(String::from_utf8_lossy(&stderr).contains("/nonexistent/bin/add"), "{}", String::from_utf8_lossy(&stderr));
+}
+
+#[test]
+fn a_work_folder_that_cannot_be_written_pauses_the_job_after_its_retries() {
+    let s = setup();
+    let blocked = s.work.path().join("blocked");
+    std::fs::write(&blocked, "a file where a folder should be").unwrap();
+    let mut computer = Computer::new("blocked", "localhost", "core.local", "core.direct")
+        .with_workdir(blocked.join("work").to_string_lossy())
+        .with_minimum_poll_interval(0.0);
+    computer.store(&s.storage).unwrap();
+    computer.configure(&s.storage, &User::default_user(&s.storage).unwrap(), serde_json::Map::new()).unwrap();
+    let mut code = installed_code(&computer, "/bin/bash", "bash3", Some("core.arithmetic.add")).unwrap();
+    code.store(&s.storage).unwrap();
+    let mut builder = ProcessBuilder::for_code(&code).unwrap();
+    builder.value("x", 1).value("y", 2);
+    let err = run_get_node(&s.storage, &builder).unwrap_err();
+    let EngineError::Paused { pk, status } = err else { panic!("{err}") };
+    assert_eq!(status, "Pausing after failed transport task: upload_calculation failed 2 times consecutively");
+    let node = Node::load(&s.storage, pk).unwrap();
+    assert_eq!(node.attribute("paused"), Some(&json!(true)));
+    assert!(!node.is_sealed(), "a paused process can be played again");
+    let logs = Log::of(&s.storage, &node).unwrap();
+    assert!(logs.iter().any(|l| l.message.contains("upload_calculation failed (attempt 1)")), "{logs:?}");
+}
+
+struct PanickingParser;
+
+impl Parser for PanickingParser {
+    fn parse(&self, _: &mut ParseContext) -> Result<Option<ExitCode>, PluginFailure> {
+        panic!("the parser broke");
+    }
+}
+
+aiida::entry_point!(hidden, Parsers: "test.panicking", PanickingParser);
+
+#[test]
+fn a_parser_that_panics_ends_the_process_excepted_and_sealed() {
+    let s = setup();
+    let scope = aiida::plugins::ScopedEntryPoints::new();
+    scope.scope().enable("aiida.parsers", "test.panicking").unwrap();
+    let mut builder = add(&s, 1, 2);
+    builder.option("parser_name", "test.panicking");
+    let err = run_get_node(&s.storage, &builder).unwrap_err();
+    let EngineError::Excepted { pk, exception } = err else { panic!("{err}") };
+    assert_eq!(exception, "panic: the parser broke");
+    let node = Node::load(&s.storage, pk).unwrap();
+    assert_eq!(node.attribute("process_state"), Some(&json!("excepted")));
+    assert_eq!(node.attribute("exception"), Some(&json!("panic: the parser broke")));
+    assert!(node.is_sealed());
+}
