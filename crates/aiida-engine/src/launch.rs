@@ -170,6 +170,8 @@ struct CalcJobProcess {
     retry: Retry,
     outputs: Outputs,
     connection: Option<Arc<Connection>>,
+    /// When the last life-cycle step ended (see [`CalcJobProcess::lap`]).
+    lap: std::time::Instant,
 }
 
 fn invalid(message: impl Into<String>) -> EngineError {
@@ -180,6 +182,21 @@ impl CalcJobProcess {
     /// Checks the inputs (nothing is stored when they are wrong), then stores the inputs and the
     /// process node with its input links.
     async fn launch(storage: &Storage, builder: &ProcessBuilder) -> Result<CalcJobProcess, EngineError> {
+        let start = std::time::Instant::now();
+        let process = CalcJobProcess::check_and_store(storage, builder).await?;
+        tracing::debug!(target: "aiida_engine::steps", step = "launch", micros = start.elapsed().as_micros() as u64);
+        Ok(process)
+    }
+
+    /// Says how long the life-cycle step `step` took (a debug event of target
+    /// `aiida_engine::steps`, with `step` and `micros`).
+    fn lap(&mut self, step: &'static str) {
+        let micros = self.lap.elapsed().as_micros() as u64;
+        tracing::debug!(target: "aiida_engine::steps", step, micros);
+        self.lap = std::time::Instant::now();
+    }
+
+    async fn check_and_store(storage: &Storage, builder: &ProcessBuilder) -> Result<CalcJobProcess, EngineError> {
         let spec = builder.calcjob.spec();
         for port in &spec.inputs {
             match builder.inputs.get(port.name) {
@@ -285,6 +302,7 @@ impl CalcJobProcess {
             retry: Retry::of(storage),
             outputs: Outputs::new(),
             connection: None,
+            lap: std::time::Instant::now(),
         })
     }
 
@@ -294,6 +312,7 @@ impl CalcJobProcess {
         match self.life_cycle().await {
             Ok(exit_code) => {
                 self.finish(&exit_code).await?;
+                self.lap("finish");
                 Ok((self.outputs, self.node))
             }
             Err(Failure::Transient(status)) => {
@@ -316,20 +335,27 @@ impl CalcJobProcess {
     }
 
     async fn life_cycle(&mut self) -> Result<ExitCode, Failure> {
+        self.lap = std::time::Instant::now();
         self.set_state(&[("process_state", json!("running"))], &[]).await?;
         self.set_state(&[("process_state", json!("waiting"))], &[]).await?;
         let info = transport_task!(self, "upload", self.upload().await);
+        self.lap("upload");
         if !info.skip_submit {
             let job_id = transport_task!(self, "submit", self.submit().await);
             self.set_state(&[("job_id", json!(job_id)), ("state", json!("withscheduler"))], &["process_status"])
                 .await?;
+            self.lap("submit");
             self.update(&job_id).await?;
+            self.lap("update");
         }
         self.set_state(&[("state", json!("stashing"))], &[]).await?;
         let retrieved = transport_task!(self, "retrieve", self.retrieve().await);
         self.set_state(&[("state", json!("parsing")), ("process_state", json!("running"))], &["process_status"])
             .await?;
-        self.parse(retrieved).await
+        self.lap("retrieve");
+        let exit_code = self.parse(retrieved).await;
+        self.lap("parse");
+        exit_code
     }
 
     async fn status(&mut self, status: &str) -> Result<(), Failure> {
