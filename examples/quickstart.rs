@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use aiida::orm::query::Op;
 use aiida::orm::{LinkType, Node, QueryBuilder, add_link, data};
+use aiida_engine::ProcessBuilder;
 use aiida_fixtures::prelude::*;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -60,6 +61,22 @@ fn quickstart() -> Result<()> {
         Ok((big, creator.and_then(|c| c.process_type().map(str::to_owned))))
     })?;
     println!("             {big} Int nodes above 1; `sum` was created by {}", created.unwrap_or_default());
+    let code = step("a computer `localhost` (core.local + core.direct, configured) and a code /bin/bash", || {
+        let localhost = ComputerFactory::for_profile(profile.clone()).get(ComputerSpec {
+            label: Some("localhost".into()),
+            configuration_kwargs: Some(Default::default()),
+            ..ComputerSpec::default()
+        })?;
+        let mut code = data::installed_code(&localhost, "/bin/bash", "bash", Some("core.arithmetic.add"))?;
+        code.store(&profile)?;
+        Ok(code)
+    })?;
+    let outputs = step("run core.arithmetic.add 1 + 2 (upload, submit, poll, retrieve, parse)", || {
+        let mut builder = ProcessBuilder::for_code(&code)?;
+        builder.value("x", 1).value("y", 2);
+        Ok(aiida_engine::run(&profile, &builder)?)
+    })?;
+    println!("             sum = {}", outputs["sum"].attribute("value").cloned().unwrap_or_default());
     let other = step("the second profile sees none of it", || Ok(QueryBuilder::nodes().count(&again)?))?;
     assert_eq!(other, 0, "profiles are isolated");
     step("clean the first profile (as aiida_profile_clean does)", || Ok(profile.clean()?))?;
