@@ -78,17 +78,19 @@ impl NodeNumberJobResource {
         ];
         let unknown: Vec<&str> = resources.keys().map(String::as_str).filter(|k| !KNOWN.contains(k)).collect();
         if !unknown.is_empty() {
-            return Err(SchedulerError::Resources(format!("these parameters were not recognized: {}", unknown.join(", "))));
+            return Err(SchedulerError::Resources(format!(
+                "these parameters were not recognized: {}",
+                unknown.join(", ")
+            )));
         }
         let get = |key: &str| -> Result<Option<u32>, SchedulerError> {
             match resources.get(key) {
                 None | Some(Value::Null) => Ok(None),
-                Some(v) => v
-                    .as_u64()
-                    .and_then(|n| u32::try_from(n).ok())
-                    .filter(|n| *n >= 1)
-                    .map(Some)
-                    .ok_or_else(|| SchedulerError::Resources(format!("`{key}` must be a whole number >= 1, not {v}"))),
+                Some(v) => {
+                    v.as_u64().and_then(|n| u32::try_from(n).ok()).filter(|n| *n >= 1).map(Some).ok_or_else(|| {
+                        SchedulerError::Resources(format!("`{key}` must be a whole number >= 1, not {v}"))
+                    })
+                }
             }
         };
         let machines = get("num_machines")?;

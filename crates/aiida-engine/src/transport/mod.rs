@@ -193,8 +193,11 @@ pub struct AuthOption {
 #[async_trait::async_trait]
 pub trait TransportType: Send + Sync {
     /// Opens a transport to `hostname` with the authinfo's parameters.
-    async fn open(&self, hostname: &str, auth_params: &Map<String, Value>)
-    -> Result<Arc<dyn Transport>, TransportError>;
+    async fn open(
+        &self,
+        hostname: &str,
+        auth_params: &Map<String, Value>,
+    ) -> Result<Arc<dyn Transport>, TransportError>;
 
     /// The parameters it takes, with their defaults.
     fn auth_options(&self) -> Vec<AuthOption>;
@@ -223,9 +226,11 @@ pub(crate) fn bool_param(params: &Map<String, Value>, name: &str, default: bool)
     match params.get(name) {
         None | Some(Value::Null) => Ok(default),
         Some(Value::Bool(b)) => Ok(*b),
-        Some(other) => {
-            Err(TransportError::Parameter { name: name.to_owned(), value: other.to_string(), expected: "true or false" })
-        }
+        Some(other) => Err(TransportError::Parameter {
+            name: name.to_owned(),
+            value: other.to_string(),
+            expected: "true or false",
+        }),
     }
 }
 
