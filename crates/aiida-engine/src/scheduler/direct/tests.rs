@@ -362,3 +362,32 @@ fn a_code_line_runs_through_the_script() {
     };
     assert!(submit_script(&DirectScheduler, &template).ends_with("\n\n\n'/bin/echo'\n"));
 }
+
+/// Medians of 20 runs of a command, a submit and a poll, with and without a login shell:
+/// `cargo test -p aiida-engine --release --lib costs -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "prints timings"]
+async fn costs() {
+    fn median(mut times: Vec<Duration>) -> Duration {
+        times.sort();
+        times[times.len() / 2]
+    }
+    let dir = job_folder(&JobTemplate { codes_info: vec![], ..arithmetic_template() }, "");
+    for login in [false, true] {
+        let transport = LocalTransport::new(login).unwrap();
+        let (mut command, mut submit, mut poll) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..20 {
+            let start = Instant::now();
+            assert_eq!(transport.exec_command_wait("true", None, None).await.unwrap().retval, 0);
+            command.push(start.elapsed());
+            let start = Instant::now();
+            let id = DirectScheduler.submit(&transport, dir.path(), "_aiidasubmit.sh").await.unwrap();
+            submit.push(start.elapsed());
+            let start = Instant::now();
+            DirectScheduler.jobs(&transport, &[id]).await.unwrap();
+            poll.push(start.elapsed());
+        }
+        let (command, submit, poll) = (median(command), median(submit), median(poll));
+        println!("login shell {login}: `true` {command:?}, submit {submit:?}, jobs poll {poll:?}");
+    }
+}
