@@ -165,8 +165,10 @@ impl Node {
         let rows = storage
             .db()
             .query(
-                "INSERT INTO db_dblink (input_id, output_id, label, type) SELECT $1, $2, $3, $4
-                 WHERE NOT EXISTS (SELECT 1 FROM db_dblink WHERE input_id = $1 AND label = $3 AND type IN ('create', 'return'))
+                "INSERT INTO db_dblink (input_id, output_id, label, type) SELECT $1::int, $2::int, $3::text, $4::text
+                 WHERE NOT EXISTS (
+                     SELECT 1 FROM db_dblink WHERE input_id = $1::int AND label = $3::text AND type IN ('create', 'return')
+                 )
                  RETURNING id",
                 &[&pk, &target, &label, &link_type.as_str()],
             )
