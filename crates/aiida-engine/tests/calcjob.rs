@@ -37,10 +37,16 @@ fn setup() -> Setup {
         .with_workdir(work.path().to_string_lossy())
         .with_minimum_poll_interval(0.0);
     computer.store(&storage).unwrap();
-    computer.configure(&storage, &User::default_user(&storage).unwrap(), serde_json::Map::new()).unwrap();
+    // No login shell: the suite's time does not depend on the start-up files of whoever runs it
+    // (one test runs with aiida's default, a login shell).
+    computer.configure(&storage, &User::default_user(&storage).unwrap(), no_login_shell()).unwrap();
     let mut code = installed_code(&computer, "/bin/bash", "bash", Some("core.arithmetic.add")).unwrap();
     code.store(&storage).unwrap();
     Setup { _profile: profile, storage, work, computer, code }
+}
+
+fn no_login_shell() -> serde_json::Map<String, Value> {
+    json!({"use_login_shell": false}).as_object().unwrap().clone()
 }
 
 fn add(setup: &Setup, x: impl Into<Value>, y: impl Into<Value>) -> ProcessBuilder {
@@ -56,6 +62,8 @@ fn node_count(storage: &Storage) -> i64 {
 #[test]
 fn one_plus_two_finishes_with_sum_three_and_aiidas_provenance() {
     let s = setup();
+    // aiida's default: commands run in a login shell.
+    s.computer.configure(&s.storage, &User::default_user(&s.storage).unwrap(), serde_json::Map::new()).unwrap();
     let (outputs, node) = run_get_node(&s.storage, &add(&s, 1, 2)).unwrap();
     assert_eq!(outputs["sum"].attribute("value"), Some(&json!(3)));
     assert_eq!(node.attribute("exit_status"), Some(&json!(0)));
@@ -255,7 +263,7 @@ fn a_work_folder_that_cannot_be_written_pauses_the_job_after_its_retries() {
         .with_workdir(blocked.join("work").to_string_lossy())
         .with_minimum_poll_interval(0.0);
     computer.store(&s.storage).unwrap();
-    computer.configure(&s.storage, &User::default_user(&s.storage).unwrap(), serde_json::Map::new()).unwrap();
+    computer.configure(&s.storage, &User::default_user(&s.storage).unwrap(), no_login_shell()).unwrap();
     let mut code = installed_code(&computer, "/bin/bash", "bash3", Some("core.arithmetic.add")).unwrap();
     code.store(&s.storage).unwrap();
     let mut builder = ProcessBuilder::for_code(&code).unwrap();

@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::OnceCell;
 
 use super::{AuthOption, CommandOutput, Transport, TransportError, TransportType, bool_param, seconds_param};
 use pattern::{glob, has_magic};
@@ -100,7 +99,6 @@ impl TransportType for LocalTransportType {
 pub struct LocalTransport {
     home: PathBuf,
     use_login_shell: bool,
-    user: OnceCell<String>,
 }
 
 impl LocalTransport {
@@ -118,7 +116,7 @@ impl LocalTransport {
     /// A transport whose relative paths resolve against `home`, where commands without a workdir
     /// run too (their environment, `HOME` included, is the engine's).
     pub fn with_home(home: PathBuf, use_login_shell: bool) -> LocalTransport {
-        LocalTransport { home, use_login_shell, user: OnceCell::new() }
+        LocalTransport { home, use_login_shell }
     }
 
     /// The folder relative paths resolve against.
@@ -553,21 +551,27 @@ impl Transport for LocalTransport {
         Ok(CommandOutput { retval: output.status.code().unwrap_or(-1), stdout: output.stdout, stderr: output.stderr })
     }
 
-    /// The user running the engine: asked once (`whoami`), then remembered.
+    /// The user running the engine (this machine's, this process's): `whoami`, run once per
+    /// process without a shell (a login shell's start-up files cannot change the answer, only
+    /// slow it down), then remembered.
     async fn whoami(&self) -> Result<String, TransportError> {
-        self.user
-            .get_or_try_init(|| async {
-                let output = self.exec_command_wait("whoami", None, None).await?;
-                match output.retval {
-                    0 => Ok(output.stdout_text().trim().to_owned()),
-                    _ => Err(TransportError::Command {
-                        command: "whoami".to_owned(),
-                        source: io::Error::other(output.stderr_text().trim().to_owned()),
-                    }),
-                }
-            })
-            .await
-            .cloned()
+        static USER: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+        USER.get_or_try_init(|| async {
+            let output = tokio::process::Command::new("whoami")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .await
+                .map_err(|source| TransportError::Command { command: "whoami".to_owned(), source })?;
+            match output.status.success() {
+                true => Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned()),
+                false => Err(TransportError::Command {
+                    command: "whoami".to_owned(),
+                    source: io::Error::other(String::from_utf8_lossy(&output.stderr).trim().to_owned()),
+                }),
+            }
+        })
+        .await
+        .cloned()
     }
 }
 

@@ -3,19 +3,18 @@
 //! time of 100 runs at once from threads of one process. aiida-core 2.9.4 takes 0.50 s for one run
 //! on this machine.
 //!
-//! `cargo bench -p aiida-engine --bench run`; `BENCH_ITERATIONS` sets the sample size.
-
-#[path = "../../aiida/tests/engine/common.rs"]
-mod common;
+//! As a plugin's test pays it: the profile, computer and code come from the fixtures (the
+//! profile's repository and the computer's work folder in the run's scratch folder).
+//!
+//! `cargo bench --bench calcjob` (or `just bench`); `BENCH_ITERATIONS` sets the sample size.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use aiida::orm::data::installed_code;
-use aiida::orm::{Computer, User};
-use aiida::storage::Storage;
 use aiida_engine::{ProcessBuilder, run_get_node};
+use aiida_fixtures::prelude::*;
 use tracing_subscriber::layer::SubscriberExt;
 
 /// The steps' times of the runs so far, in microseconds.
@@ -63,38 +62,47 @@ fn main() {
     tracing::subscriber::set_global_default(subscriber).unwrap();
     let n: usize = std::env::var("BENCH_ITERATIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
 
-    let profile = common::TestProfile::new(&common::aiida_template());
-    let storage = Storage::initialise(&profile.profile).unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let mut computer = Computer::new("localhost", "localhost", "core.local", "core.direct")
-        .with_workdir(work.path().to_string_lossy())
-        .with_minimum_poll_interval(0.0);
-    computer.store(&storage).unwrap();
-    computer.configure(&storage, &User::default_user(&storage).unwrap(), serde_json::Map::new()).unwrap();
+    let profile = aiida_profile();
+    let storage = profile.storage();
+    let computers = aiida_computer();
+    let no_login_shell = serde_json::json!({"use_login_shell": false}).as_object().unwrap().clone();
+    let computer = computers
+        .get(ComputerSpec {
+            label: Some("no-login-shell".into()),
+            configuration_kwargs: Some(no_login_shell),
+            ..Default::default()
+        })
+        .unwrap();
     let mut code = installed_code(&computer, "/bin/bash", "bash", Some("core.arithmetic.add")).unwrap();
-    code.store(&storage).unwrap();
-    let builder = || {
-        let mut builder = ProcessBuilder::for_code(&code).unwrap();
+    code.store(storage).unwrap();
+    // The same with aiida's default, a login shell for every command (its cost is the start-up
+    // files of the user running the bench): aiida_localhost.
+    let login = aiida_localhost();
+    let mut login_code = installed_code(&login, "/bin/bash", "bash-login", Some("core.arithmetic.add")).unwrap();
+    login_code.store(storage).unwrap();
+    let builder_for = |code: &aiida::orm::Node| {
+        let mut builder = ProcessBuilder::for_code(code).unwrap();
         builder.value("x", 1).value("y", 2);
         builder
     };
+    let builder = || builder_for(&code);
 
     println!("aiida-engine benchmarks (release build)");
     for _ in 0..3 {
-        run_get_node(&storage, &builder()).unwrap();
+        run_get_node(storage, &builder()).unwrap();
     }
     STEPS.lock().unwrap().clear();
     let mut totals = Vec::new();
     for _ in 0..n {
         let start = Instant::now();
-        let (outputs, _) = run_get_node(&storage, &builder()).unwrap();
+        let (outputs, _) = run_get_node(storage, &builder()).unwrap();
         totals.push(start.elapsed().as_secs_f64() * 1e3);
         assert_eq!(outputs["sum"].attribute("value"), Some(&serde_json::json!(3)));
     }
     let (m, p10, p90) = median(totals);
     println!(
         "{:<52} median {m:>8.2} ms   p10 {p10:>8.2}   p90 {p90:>8.2}   n={n}   (aiida-core 500 ms; target <= 25 ms)",
-        "run(core.arithmetic.add), core.direct + core.local"
+        "run(core.arithmetic.add), direct + local, no login"
     );
     let mut steps: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut order = Vec::new();
@@ -109,13 +117,25 @@ fn main() {
         println!("  {:<50} median {m:>8.2} ms   p10 {p10:>8.2}   p90 {p90:>8.2}", step);
     }
 
+    let mut logins = Vec::new();
+    for _ in 0..n.min(10) {
+        let start = Instant::now();
+        run_get_node(storage, &builder_for(&login_code)).unwrap();
+        logins.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    let (m, p10, p90) = median(logins);
+    println!(
+        "{:<52} median {m:>8.2} ms   p10 {p10:>8.2}   p90 {p90:>8.2}",
+        "the same with a login shell (aiida's default)"
+    );
+
     let mut walls = Vec::new();
     for _ in 0..3 {
         let start = Instant::now();
         std::thread::scope(|scope| {
             let runs: Vec<_> = (0..100)
                 .map(|_| {
-                    let (storage, builder) = (&storage, builder());
+                    let builder = builder();
                     scope.spawn(move || run_get_node(storage, &builder).unwrap())
                 })
                 .collect();
