@@ -16,8 +16,15 @@ mod builder;
 pub mod calcjob;
 mod connections;
 pub mod exit_code;
+pub mod functions;
 mod launch;
 
 pub use builder::ProcessBuilder;
 pub use exit_code::ExitCode;
 pub use launch::{EngineError, Outputs, run, run_get_node, run_get_node_async};
+
+#[doc(hidden)]
+pub mod __private {
+    pub use aiida::orm::Node;
+    pub use aiida::storage::Storage;
+}

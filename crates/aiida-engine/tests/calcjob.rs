@@ -303,3 +303,71 @@ fn a_parser_that_panics_ends_the_process_excepted_and_sealed() {
     assert_eq!(node.attribute("exception"), Some(&json!("panic: the parser broke")));
     assert!(node.is_sealed());
 }
+
+// ---- Process functions ----
+
+aiida_engine::calcfunction! {
+    /// Adds two Ints.
+    fn add_ints(x, y) {
+        let value = |n: &Node| n.attribute("value").and_then(Value::as_i64).ok_or(PluginFailure::new("not an Int"));
+        Ok(aiida::orm::data::int(value(x)? + value(y)?))
+    }
+
+    /// Splits an Int into its halves, or fails, or panics.
+    fn halves(n) {
+        let n = n.attribute("value").and_then(Value::as_i64).unwrap_or_default();
+        if n < 0 {
+            return Err(PluginFailure::new(format!("{n} is negative")));
+        }
+        assert!(n != 13, "unlucky number");
+        let mut outputs = aiida_engine::Outputs::new();
+        outputs.insert("low".into(), aiida::orm::data::int(n / 2));
+        outputs.insert("high".into(), aiida::orm::data::int(n - n / 2));
+        Ok(outputs)
+    }
+}
+
+#[test]
+fn a_calcfunction_call_is_recorded_with_provenance() {
+    let s = setup();
+    let (outputs, node) = add_ints(&s.storage, aiida::orm::data::int(1), aiida::orm::data::int(2)).unwrap();
+    assert_eq!(outputs["result"].attribute("value"), Some(&json!(3)));
+    let node = Node::load(&s.storage, node.pk().unwrap()).unwrap();
+    assert_eq!(node.node_type(), "process.calculation.calcfunction.CalcFunctionNode.");
+    assert_eq!(node.process_type(), Some("calcjob.add_ints"));
+    assert_eq!(node.label(), "add_ints");
+    for (key, value) in [
+        ("process_label", json!("add_ints")),
+        ("process_state", json!("finished")),
+        ("exit_status", json!(0)),
+        ("sealed", json!(true)),
+        ("function_name", json!("add_ints")),
+    ] {
+        assert_eq!(node.attribute(key), Some(&value), "{key}");
+    }
+    let mut incoming: Vec<String> = node.incoming(&s.storage).unwrap().into_iter().map(|l| l.label).collect();
+    incoming.sort();
+    assert_eq!(incoming, ["x", "y"]);
+    let outgoing = node.outgoing(&s.storage).unwrap();
+    assert_eq!((outgoing[0].label.as_str(), outgoing[0].link_type), ("result", LinkType::Create));
+
+    let (outputs, _) = halves(&s.storage, aiida::orm::data::int(7)).unwrap();
+    assert_eq!(
+        (outputs["low"].attribute("value"), outputs["high"].attribute("value")),
+        (Some(&json!(3)), Some(&json!(4)))
+    );
+}
+
+#[test]
+fn a_calcfunction_that_fails_or_panics_ends_excepted_and_sealed() {
+    let s = setup();
+    for (n, exception) in [(-1, "-1 is negative"), (13, "panic: unlucky number")] {
+        let err = halves(&s.storage, aiida::orm::data::int(n)).unwrap_err();
+        let EngineError::Excepted { pk, exception: got } = err else { panic!("{err}") };
+        assert_eq!(got, exception);
+        let node = Node::load(&s.storage, pk).unwrap();
+        assert_eq!(node.attribute("process_state"), Some(&json!("excepted")));
+        assert!(node.is_sealed());
+        assert!(node.outgoing(&s.storage).unwrap().is_empty());
+    }
+}
