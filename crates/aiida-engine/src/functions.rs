@@ -15,7 +15,7 @@ use crate::launch::{EngineError, Outputs};
 #[derive(Debug)]
 pub enum FunctionResult {
     /// One new node: the output `result`.
-    Node(Node),
+    Node(Box<Node>),
     /// New nodes by output label.
     Outputs(Outputs),
     /// No outputs, this exit status.
@@ -24,7 +24,7 @@ pub enum FunctionResult {
 
 impl From<Node> for FunctionResult {
     fn from(node: Node) -> Self {
-        FunctionResult::Node(node)
+        FunctionResult::Node(Box::new(node))
     }
 }
 
@@ -84,7 +84,7 @@ pub fn run_calcfunction(
     let failure = match ran {
         Ok(Ok(result)) => {
             let (outputs, exit_code) = match result {
-                FunctionResult::Node(node) => (Outputs::from([("result".to_owned(), node)]), ExitCode::SUCCESS),
+                FunctionResult::Node(node) => (Outputs::from([("result".to_owned(), *node)]), ExitCode::SUCCESS),
                 FunctionResult::Outputs(outputs) => (outputs, ExitCode::SUCCESS),
                 FunctionResult::Exit(exit_code) => (Outputs::new(), exit_code),
             };
