@@ -25,14 +25,13 @@ impl DirectScheduler {
     /// The command listing the user's processes (`ps -x` selects all of them, whatever the ids
     /// given), without the header.
     pub fn joblist_command(job_ids: &[String]) -> String {
-        let mut command = "ps -xo pid,stat,user,time".to_owned();
-        let ids: Vec<String> =
-            job_ids.iter().filter(|id| !id.is_empty()).map(|id| escape_for_bash(id, false)).collect();
-        if !ids.is_empty() {
+        // aiida's `ps -xo pid,stat,user,time <ids> | tail -n +2`, with the header left out by ps
+        // itself (`pid=`): one process per poll instead of three, and the same lines.
+        let mut command = "ps -xo pid=,stat=,user=,time=".to_owned();
+        for id in job_ids.iter().filter(|id| !id.is_empty()) {
             command.push(' ');
-            command.push_str(&ids.join(" "));
+            command.push_str(&escape_for_bash(id, false));
         }
-        command.push_str("| tail -n +2");
         command
     }
 
