@@ -4,13 +4,14 @@
 #[path = "../../aiida/tests/engine/common.rs"]
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use aiida::orm::data::installed_code;
 use aiida::orm::{Computer, LinkType, Log, Node, QueryBuilder, User};
 use aiida::storage::Storage;
 use aiida_engine::calcjob::{ParseContext, Parser, PluginFailure};
-use aiida_engine::groups::Parsers;
+use aiida_engine::groups::{Parsers, Transports};
+use aiida_engine::transport::{LocalTransportType, Transport, TransportError, TransportType};
 use aiida_engine::{EngineError, ExitCode, ProcessBuilder, run_get_node};
 use serde_json::{Value, json};
 
@@ -172,15 +173,128 @@ fn a_float_input_ends_with_320_and_no_sum() {
     assert!(String::from_utf8_lossy(&stderr).contains("syntax error"), "{}", String::from_utf8_lossy(&stderr));
 }
 
+/// `core.local`, counting how many of its transports are open at once.
+struct CountingLocal {
+    open: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    opened: std::sync::atomic::AtomicUsize,
+}
+
+static COUNTING: CountingLocal = CountingLocal {
+    open: std::sync::atomic::AtomicUsize::new(0),
+    most: std::sync::atomic::AtomicUsize::new(0),
+    opened: std::sync::atomic::AtomicUsize::new(0),
+};
+
+struct CountingType;
+
+#[derive(Debug)]
+struct Counted(std::sync::Arc<dyn Transport>);
+
+aiida::entry_point!(hidden, Transports: "test.counting_local", CountingType);
+
+#[async_trait::async_trait]
+impl TransportType for CountingType {
+    async fn open(
+        &self,
+        hostname: &str,
+        params: &serde_json::Map<String, Value>,
+    ) -> Result<std::sync::Arc<dyn Transport>, TransportError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let inner = LocalTransportType.open(hostname, params).await?;
+        let now = COUNTING.open.fetch_add(1, SeqCst) + 1;
+        COUNTING.most.fetch_max(now, SeqCst);
+        COUNTING.opened.fetch_add(1, SeqCst);
+        Ok(std::sync::Arc::new(Counted(inner)))
+    }
+    fn auth_options(&self) -> Vec<aiida_engine::transport::AuthOption> {
+        LocalTransportType.auth_options()
+    }
+    fn default_safe_interval(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+    fn default_minimum_job_poll_interval(&self) -> std::time::Duration {
+        LocalTransportType.default_minimum_job_poll_interval()
+    }
+}
+
+#[async_trait::async_trait]
+impl Transport for Counted {
+    async fn put(&self, l: &Path, r: &Path) -> Result<(), TransportError> {
+        self.0.put(l, r).await
+    }
+    async fn get(&self, r: &Path, l: &Path, i: bool) -> Result<(), TransportError> {
+        self.0.get(r, l, i).await
+    }
+    async fn copy(&self, s: &Path, d: &Path) -> Result<(), TransportError> {
+        self.0.copy(s, d).await
+    }
+    async fn symlink(&self, s: &Path, l: &Path) -> Result<(), TransportError> {
+        self.0.symlink(s, l).await
+    }
+    async fn listdir(&self, p: &Path) -> Result<Vec<String>, TransportError> {
+        self.0.listdir(p).await
+    }
+    async fn glob(&self, p: &Path) -> Result<Vec<PathBuf>, TransportError> {
+        self.0.glob(p).await
+    }
+    async fn mkdir(&self, p: &Path, i: bool) -> Result<(), TransportError> {
+        self.0.mkdir(p, i).await
+    }
+    async fn makedirs(&self, p: &Path, i: bool) -> Result<(), TransportError> {
+        self.0.makedirs(p, i).await
+    }
+    async fn rmtree(&self, p: &Path) -> Result<(), TransportError> {
+        self.0.rmtree(p).await
+    }
+    async fn rename(&self, o: &Path, n: &Path) -> Result<(), TransportError> {
+        self.0.rename(o, n).await
+    }
+    async fn path_exists(&self, p: &Path) -> Result<bool, TransportError> {
+        self.0.path_exists(p).await
+    }
+    async fn is_dir(&self, p: &Path) -> Result<bool, TransportError> {
+        self.0.is_dir(p).await
+    }
+    async fn chmod(&self, p: &Path, m: u32) -> Result<(), TransportError> {
+        self.0.chmod(p, m).await
+    }
+    async fn exec_command_wait(
+        &self,
+        c: &str,
+        w: Option<&Path>,
+        i: Option<&[u8]>,
+    ) -> Result<aiida_engine::transport::CommandOutput, TransportError> {
+        self.0.exec_command_wait(c, w, i).await
+    }
+    async fn close(&self) -> Result<(), TransportError> {
+        COUNTING.open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.close().await
+    }
+}
+
 #[test]
 fn a_hundred_runs_at_once_share_one_transport() {
     let s = setup();
-    std::thread::scope(|scope| {
+    let scope = aiida::plugins::ScopedEntryPoints::new();
+    scope.scope().enable("aiida.transports", "test.counting_local").unwrap();
+    let mut computer = Computer::new("counting", "localhost", "test.counting_local", "core.direct")
+        .with_workdir(s.work.path().to_string_lossy())
+        .with_minimum_poll_interval(0.0);
+    computer.store(&s.storage).unwrap();
+    computer.configure(&s.storage, &User::default_user(&s.storage).unwrap(), no_login_shell()).unwrap();
+    let mut code = installed_code(&computer, "/bin/bash", "bash-counted", Some("core.arithmetic.add")).unwrap();
+    code.store(&s.storage).unwrap();
+    let barrier = std::sync::Barrier::new(100);
+    std::thread::scope(|threads| {
         let runs: Vec<_> = (0..100)
             .map(|i| {
-                let s = &s;
-                scope.spawn(move || {
-                    let (outputs, node) = run_get_node(&s.storage, &add(s, i, 1)).unwrap();
+                let (s, code, barrier, scope) = (&s, &code, &barrier, scope.scope().clone());
+                threads.spawn(move || {
+                    let mut builder = ProcessBuilder::for_code(code).unwrap();
+                    builder.value("x", i).value("y", 1);
+                    barrier.wait();
+                    let (outputs, node) = scope.in_scope(|| run_get_node(&s.storage, &builder)).unwrap();
                     assert_eq!(node.attribute("exit_status"), Some(&json!(0)), "run {i}");
                     outputs["sum"].attribute("value").cloned()
                 })
@@ -190,6 +304,9 @@ fn a_hundred_runs_at_once_share_one_transport() {
             assert_eq!(run.join().unwrap(), Some(json!(i + 1)));
         }
     });
+    let most = COUNTING.most.load(std::sync::atomic::Ordering::SeqCst);
+    let opened = COUNTING.opened.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(most, 1, "never more than one transport open at once ({opened} opened in all)");
 }
 
 #[test]
