@@ -585,6 +585,15 @@ impl CalcJobProcess {
         let base = self.computer.workdir().unwrap_or("/tmp/{username}/aiida_run/").replace("{username}", &user);
         let parent = Path::new(&base).join(&uuid[0..2]).join(&uuid[2..4]);
         let workdir = parent.join(&uuid[4..]);
+        let executable = self.code.attribute("filepath_executable").and_then(Value::as_str).unwrap_or_default();
+        if !transport.path_exists(Path::new(executable)).await.map_err(transient)? {
+            return Err(Failure::Except(format!(
+                "the executable {executable} of code `{}` does not exist on computer `{}`; fix the code's \
+                 filepath_executable or install it there",
+                self.code.label(),
+                self.computer.label()
+            )));
+        }
         transport.makedirs(&parent, true).await.map_err(transient)?;
         if transport.path_exists(&workdir).await.map_err(transient)? {
             let lost = Path::new(&base).join("lost+found");

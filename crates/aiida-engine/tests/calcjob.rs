@@ -358,17 +358,22 @@ fn a_job_whose_code_writes_nothing_ends_with_320_and_a_missing_output_file_with_
 }
 
 #[test]
-fn a_missing_executable_ends_the_job_with_a_clear_record() {
+fn a_missing_executable_ends_the_job_excepted_with_a_clear_message() {
     let s = setup();
     let mut missing =
         installed_code(&s.computer, "/nonexistent/bin/add", "missing", Some("core.arithmetic.add")).unwrap();
     missing.store(&s.storage).unwrap();
     let mut builder = ProcessBuilder::for_code(&missing).unwrap();
     builder.value("x", 1).value("y", 2);
-    let (outputs, node) = run_get_node(&s.storage, &builder).unwrap();
-    assert_eq!(node.attribute("exit_status"), Some(&json!(320)), "the job ran and wrote nothing");
-    let stderr = outputs["retrieved"].file(&s.storage, "_scheduler-stderr.txt").unwrap();
-    assert!(String::from_utf8_lossy(&stderr).contains("/nonexistent/bin/add"), "{}", String::from_utf8_lossy(&stderr));
+    let err = run_get_node(&s.storage, &builder).unwrap_err();
+    let EngineError::Excepted { pk, exception } = err else { panic!("{err}") };
+    assert_eq!(
+        exception,
+        "the executable /nonexistent/bin/add of code `missing` does not exist on computer `localhost`; fix the code's \
+         filepath_executable or install it there"
+    );
+    let node = Node::load(&s.storage, pk).unwrap();
+    assert!(node.is_sealed() && node.outgoing(&s.storage).unwrap().is_empty(), "nothing uploaded, nothing submitted");
 }
 
 #[test]
