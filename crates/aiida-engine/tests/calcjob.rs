@@ -493,3 +493,17 @@ fn a_calcfunction_that_fails_or_panics_ends_excepted_and_sealed() {
         assert!(node.outgoing(&s.storage).unwrap().is_empty());
     }
 }
+
+#[test]
+fn options_the_scheduler_does_not_honour_are_reported() {
+    let s = setup();
+    let mut builder = add(&s, 1, 2);
+    builder.option("max_wallclock_seconds", 60).option("queue_name", "fast");
+    let (_, node) = run_get_node(&s.storage, &builder).unwrap();
+    assert_eq!(node.attribute("exit_status"), Some(&json!(0)));
+    assert_eq!(node.attribute("max_wallclock_seconds"), Some(&json!(60)), "kept as aiida keeps options");
+    let logs = Log::of(&s.storage, &node).unwrap();
+    let warning = logs.iter().find(|l| l.message.contains("does not honour")).expect("a warning");
+    assert_eq!(warning.levelname, "WARNING");
+    assert!(warning.message.contains("max_wallclock_seconds") && warning.message.contains("queue_name"), "{warning:?}");
+}
