@@ -229,6 +229,45 @@ impl Computer {
         self.pk.ok_or(OrmError::NotStored)
     }
 
+    /// How many nodes belong to this computer (calculations, codes, remote folders).
+    pub fn node_count(&self, storage: &Storage) -> Result<i64, OrmError> {
+        block_on(self.node_count_async(storage))
+    }
+
+    /// [`Computer::node_count`], async.
+    pub async fn node_count_async(&self, storage: &Storage) -> Result<i64, OrmError> {
+        let pk = self.stored_pk()?;
+        let rows = storage.db().query("SELECT count(*) FROM db_dbnode WHERE dbcomputer_id = $1", &[&pk]).await?;
+        Ok(rows[0].get(0))
+    }
+
+    /// Deletes the computer and its users' authinfos. A computer that nodes belong to is not
+    /// deleted ([`OrmError::InUse`]): its nodes must go first, as in aiida-core.
+    pub fn delete(&self, storage: &Storage) -> Result<(), OrmError> {
+        block_on(self.delete_async(storage))
+    }
+
+    /// [`Computer::delete`], async.
+    pub async fn delete_async(&self, storage: &Storage) -> Result<(), OrmError> {
+        let pk = self.stored_pk()?;
+        // One statement: nodes stored meanwhile make it delete nothing rather than fail at commit.
+        let rows = storage
+            .db()
+            .query(
+                "WITH used AS (SELECT count(*) AS n FROM db_dbnode WHERE dbcomputer_id = $1),
+                 deleted AS (DELETE FROM db_dbcomputer WHERE id = $1 AND (SELECT n FROM used) = 0 RETURNING id)
+                 SELECT (SELECT n FROM used), (SELECT count(*) FROM deleted)",
+                &[&pk],
+            )
+            .await?;
+        let (used, deleted): (i64, i64) = (rows[0].get(0), rows[0].get(1));
+        match (used, deleted) {
+            (0, 0) => Err(OrmError::NotFound { entity: "computer", id: format!("pk {pk}") }),
+            (0, _) => Ok(()),
+            (nodes, _) => Err(OrmError::InUse { entity: "computer", label: self.label.clone(), nodes }),
+        }
+    }
+
     /// Configures the computer for `user` with the transport's parameters (creating or replacing
     /// the user's authinfo, enabled).
     pub fn configure(

@@ -101,6 +101,16 @@ pub enum OrmError {
         /// The label.
         label: String,
     },
+    /// An entity that nodes use cannot be deleted.
+    #[error("cannot delete {entity} `{label}`: {nodes} node(s) use it; delete them first")]
+    InUse {
+        /// "computer".
+        entity: &'static str,
+        /// Its label.
+        label: String,
+        /// How many nodes use it.
+        nodes: i64,
+    },
     /// A computer has not been configured for a user.
     #[error("computer `{computer}` is not configured for user `{user}`; run `verdi computer configure`")]
     NotConfigured {

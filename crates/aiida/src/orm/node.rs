@@ -116,6 +116,11 @@ impl Node {
         self.computer
     }
 
+    /// The pk of the node's user (its creator), once stored or set.
+    pub fn user_pk(&self) -> Option<i32> {
+        self.user
+    }
+
     /// Creation time.
     pub fn ctime(&self) -> DateTime<Utc> {
         self.ctime

@@ -225,3 +225,45 @@ fn queries_filter_order_count_and_follow_links() {
     let err = QueryBuilder::nodes().column("password", Op::Eq, 1).all(&storage).unwrap_err();
     assert_eq!(err.to_string(), "invalid query: cannot filter on unknown column `password`");
 }
+
+#[test]
+fn a_computer_is_deleted_with_its_authinfos_unless_nodes_use_it() {
+    let (_t, storage) = storage();
+    let user = User::default_user(&storage).unwrap();
+    let mut used = Computer::new("used", "localhost", "core.local", "core.direct");
+    used.store(&storage).unwrap();
+    let mut spare = Computer::new("spare", "localhost", "core.local", "core.direct");
+    spare.store(&storage).unwrap();
+    spare.configure(&storage, &user, Map::new()).unwrap();
+    let remote = stored(data::remote(&used, "/tmp/x").unwrap(), &storage);
+    assert_eq!(remote.user_pk(), Some(user.pk()));
+    assert_eq!((used.node_count(&storage).unwrap(), spare.node_count(&storage).unwrap()), (1, 0));
+
+    let err = used.delete(&storage).unwrap_err();
+    assert!(matches!(err, OrmError::InUse { nodes: 1, .. }), "{err}");
+    assert_eq!(err.to_string(), "cannot delete computer `used`: 1 node(s) use it; delete them first");
+    spare.delete(&storage).unwrap();
+    let left: Vec<String> = Computer::list(&storage).unwrap().iter().map(|c| c.label().to_owned()).collect();
+    assert_eq!(left, ["used"]);
+    assert!(matches!(spare.authinfo(&storage, &user), Err(OrmError::NotConfigured { .. })), "its authinfo went too");
+    assert!(matches!(spare.delete(&storage), Err(OrmError::NotFound { .. })));
+}
+
+#[test]
+fn a_process_gets_outputs_once_per_label_until_it_is_sealed() {
+    let (_t, storage) = storage();
+    let mut process = Node::new("process.calculation.calcjob.CalcJobNode.");
+    process.set_attribute("process_state", "created").unwrap();
+    let input = stored(data::int(1), &storage);
+    process.store_process(&storage, &[("x", &input)]).unwrap();
+    let mut sum = data::int(3);
+    process.add_output(&storage, &mut sum, "sum").unwrap();
+    let outputs = process.outgoing(&storage).unwrap();
+    assert_eq!((outputs.len(), outputs[0].label.as_str(), outputs[0].link_type), (1, "sum", LinkType::Create));
+    let err = process.add_output(&storage, &mut data::int(4), "sum").unwrap_err();
+    assert!(err.to_string().contains("already has an output labelled `sum`"), "{err}");
+    let mut sealed = Map::new();
+    sealed.insert("sealed".into(), json!(true));
+    process.update_process(&storage, sealed, &[]).unwrap();
+    assert!(matches!(process.add_output(&storage, &mut data::int(5), "other"), Err(OrmError::Sealed { .. })));
+}
