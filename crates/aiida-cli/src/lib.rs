@@ -12,14 +12,18 @@ use aiida::orm::OrmError;
 use aiida::plugins::PluginError;
 use aiida::storage::{Storage, StorageError};
 
+mod computer;
 mod data;
 mod group;
+mod load;
 mod node;
 mod plugin;
 mod profile;
 mod storage;
+mod table;
 mod user;
 
+use computer::ComputerCommand;
 use group::GroupCommand;
 use node::NodeCommand;
 use plugin::PluginCommand;
@@ -48,14 +52,22 @@ pub enum CliError {
     /// Anything else, already phrased for the user.
     #[error("{0}")]
     Message(String),
+    /// What aiida-core reports with `echo_critical`: `verdi` prints `Critical: <message>`.
+    #[error("{0}")]
+    Critical(String),
+    /// The command failed and its output already says why (`verdi computer test`): `verdi` exits
+    /// with 1 and prints nothing more.
+    #[error("the command failed (its output says why)")]
+    Reported,
 }
 
 /// The command line interface to AiiDA.
 #[derive(Debug, Parser)]
 #[command(name = "verdi", version, about = "The command line interface of AiiDA.")]
 pub struct Verdi {
-    /// Execute the command for this profile instead of the default profile.
-    #[arg(short = 'p', long = "profile", global = true, env = "AIIDA_PROFILE")]
+    /// Execute the command for this profile instead of the default profile (before the command, as
+    /// in aiida: `-p` of a command is its own, e.g. `verdi process list -p 1` for the past day).
+    #[arg(short = 'p', long = "profile", env = "AIIDA_PROFILE")]
     profile: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -81,6 +93,9 @@ enum Command {
     /// Create, inspect and manage groups of nodes.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Setup and manage computers.
+    #[command(subcommand)]
+    Computer(ComputerCommand),
     /// Inspect, create and manage data nodes (commands come from plugins: `aiida.cmdline.data`).
     Data {
         /// The data command (an entry point of `aiida.cmdline.data`) and its arguments.
@@ -159,8 +174,18 @@ pub fn run(verdi: Verdi, instance: &Instance, out: &mut dyn Write) -> Result<(),
         Command::Plugin(command) => plugin::run(command, out),
         Command::Node(command) => node::run(command, &context, out),
         Command::Group(command) => group::run(command, &context, out),
+        Command::Computer(command) => computer::run(command, &context, out),
         Command::Data { args } => data::run(&args, &context, out),
     }
+}
+
+/// Runs `future` on the core's runtime (where transports do their I/O) and waits for it.
+pub(crate) fn on_runtime<F>(future: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    aiida::runtime::block_on(aiida::runtime::on_runtime(future))
 }
 
 /// Writes one line of a command's output (a closed stdout is not an error of the command).
@@ -189,6 +214,11 @@ pub fn main() -> std::process::ExitCode {
             let _ = writeln!(std::io::stderr(), "{usage}");
             std::process::ExitCode::from(2)
         }
+        Err(CliError::Critical(message)) => {
+            let _ = writeln!(std::io::stderr(), "Critical: {message}");
+            std::process::ExitCode::FAILURE
+        }
+        Err(CliError::Reported) => std::process::ExitCode::FAILURE,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "Error: {:#}", aiida::report::Chain(&e));
             std::process::ExitCode::FAILURE
