@@ -12,6 +12,7 @@ use aiida::orm::OrmError;
 use aiida::plugins::PluginError;
 use aiida::storage::{Storage, StorageError};
 
+mod code;
 mod computer;
 mod data;
 mod group;
@@ -23,6 +24,7 @@ mod storage;
 mod table;
 mod user;
 
+use code::CodeCommand;
 use computer::ComputerCommand;
 use group::GroupCommand;
 use node::NodeCommand;
@@ -96,6 +98,9 @@ enum Command {
     /// Setup and manage computers.
     #[command(subcommand)]
     Computer(ComputerCommand),
+    /// Setup and manage codes.
+    #[command(subcommand)]
+    Code(CodeCommand),
     /// Inspect, create and manage data nodes (commands come from plugins: `aiida.cmdline.data`).
     Data {
         /// The data command (an entry point of `aiida.cmdline.data`) and its arguments.
@@ -175,6 +180,7 @@ pub fn run(verdi: Verdi, instance: &Instance, out: &mut dyn Write) -> Result<(),
         Command::Node(command) => node::run(command, &context, out),
         Command::Group(command) => group::run(command, &context, out),
         Command::Computer(command) => computer::run(command, &context, out),
+        Command::Code(command) => code::run(command, &context, out),
         Command::Data { args } => data::run(&args, &context, out),
     }
 }
