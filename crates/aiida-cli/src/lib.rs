@@ -19,6 +19,7 @@ mod group;
 mod load;
 mod node;
 mod plugin;
+mod process;
 mod profile;
 mod storage;
 mod table;
@@ -29,6 +30,7 @@ use computer::ComputerCommand;
 use group::GroupCommand;
 use node::NodeCommand;
 use plugin::PluginCommand;
+use process::ProcessCommand;
 use profile::ProfileCommand;
 use storage::StorageCommand;
 use user::UserCommand;
@@ -101,6 +103,9 @@ enum Command {
     /// Setup and manage codes.
     #[command(subcommand)]
     Code(CodeCommand),
+    /// Inspect and manage processes.
+    #[command(subcommand)]
+    Process(ProcessCommand),
     /// Inspect, create and manage data nodes (commands come from plugins: `aiida.cmdline.data`).
     Data {
         /// The data command (an entry point of `aiida.cmdline.data`) and its arguments.
@@ -181,6 +186,7 @@ pub fn run(verdi: Verdi, instance: &Instance, out: &mut dyn Write) -> Result<(),
         Command::Group(command) => group::run(command, &context, out),
         Command::Computer(command) => computer::run(command, &context, out),
         Command::Code(command) => code::run(command, &context, out),
+        Command::Process(command) => process::run(command, &context, out),
         Command::Data { args } => data::run(&args, &context, out),
     }
 }
