@@ -12,6 +12,7 @@ use aiida::orm::OrmError;
 use aiida::plugins::PluginError;
 use aiida::storage::{Storage, StorageError};
 
+mod calcjob;
 mod code;
 mod computer;
 mod data;
@@ -25,6 +26,7 @@ mod storage;
 mod table;
 mod user;
 
+use calcjob::CalcjobCommand;
 use code::CodeCommand;
 use computer::ComputerCommand;
 use group::GroupCommand;
@@ -106,6 +108,9 @@ enum Command {
     /// Inspect and manage processes.
     #[command(subcommand)]
     Process(ProcessCommand),
+    /// Inspect and manage calcjobs.
+    #[command(subcommand)]
+    Calcjob(CalcjobCommand),
     /// Inspect, create and manage data nodes (commands come from plugins: `aiida.cmdline.data`).
     Data {
         /// The data command (an entry point of `aiida.cmdline.data`) and its arguments.
@@ -187,6 +192,7 @@ pub fn run(verdi: Verdi, instance: &Instance, out: &mut dyn Write) -> Result<(),
         Command::Computer(command) => computer::run(command, &context, out),
         Command::Code(command) => code::run(command, &context, out),
         Command::Process(command) => process::run(command, &context, out),
+        Command::Calcjob(command) => calcjob::run(command, &context, out),
         Command::Data { args } => data::run(&args, &context, out),
     }
 }
