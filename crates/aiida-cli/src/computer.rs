@@ -709,11 +709,13 @@ fn check_login_shell(
         for _ in 0..3 {
             let start = Instant::now();
             let transport = open(&connection.transport_type, &connection.hostname, &params).map_err(|e| chain(&e))?;
-            let whoami = transport.clone();
+            // aiida times `whoami` run through the shell (a transport may answer `whoami()`
+            // without one).
+            let shell = transport.clone();
             on_runtime(async move {
-                let user = whoami.whoami().await;
-                let _ = whoami.close().await;
-                user
+                let output = shell.exec_command_wait("whoami", None, None).await;
+                let _ = shell.close().await;
+                output
             })
             .map_err(|e| chain(&e))?;
             total += start.elapsed().as_secs_f64();
