@@ -296,7 +296,7 @@ fn configure_command(transport: &str, options: &[AuthOption]) -> clap::Command {
     let mut command = clap::Command::new(transport.to_owned())
         .bin_name(format!("verdi computer configure {transport}"))
         .about(format!("Configure COMPUTER for {transport} transport."))
-        .arg(Arg::new("computer").value_name("COMPUTER").required(true))
+        .arg(Arg::new("computer").value_name("COMPUTER").required(true).help("The computer (label, pk or UUID)."))
         .arg(Arg::new("user").short('u').long("user").value_name("USER").help("Email address of the user."))
         .arg(
             Arg::new("non_interactive")
@@ -325,13 +325,17 @@ fn configure_command(transport: &str, options: &[AuthOption]) -> clap::Command {
                         .overrides_with(option.name)
                         .help(format!("The opposite of --{long}.")),
                 ),
-            Value::Number(n) if n.is_f64() => {
-                command.arg(Arg::new(option.name).long(long).value_parser(clap::value_parser!(f64)).help(help))
-            }
-            Value::Number(_) => {
-                command.arg(Arg::new(option.name).long(long).value_parser(clap::value_parser!(i64)).help(help))
-            }
-            _ => command.arg(Arg::new(option.name).long(long).help(help)),
+            Value::Number(n) if n.is_f64() => command.arg(
+                Arg::new(option.name).long(long).value_name("FLOAT").value_parser(clap::value_parser!(f64)).help(help),
+            ),
+            Value::Number(_) => command.arg(
+                Arg::new(option.name)
+                    .long(long)
+                    .value_name("INTEGER")
+                    .value_parser(clap::value_parser!(i64))
+                    .help(help),
+            ),
+            _ => command.arg(Arg::new(option.name).long(long).value_name("TEXT").help(help)),
         };
     }
     command
@@ -358,18 +362,39 @@ fn given(matches: &clap::ArgMatches, option: &AuthOption) -> Option<Value> {
     }
 }
 
-fn configure_usage() -> CliError {
+fn configure_usage() -> String {
     let transports: Vec<String> = plugins::select("aiida.transports", None).iter().map(|e| e.name().into()).collect();
-    CliError::Usage(format!(
-        "Usage: verdi computer configure [show|{}] COMPUTER [OPTIONS]\n\nError: Missing command.",
+    format!(
+        "Usage: verdi computer configure [show|{}] COMPUTER [OPTIONS]\n\n  Configure the transport for a computer \
+         and user (`verdi computer configure TRANSPORT --help` lists the transport's options).",
         transports.join("|")
-    ))
+    )
+}
+
+/// Parses a command line of a command built at run time: `--help` is written to `out` (and there
+/// is nothing to run), a wrong command line is a usage error.
+fn parse(
+    command: clap::Command,
+    args: impl IntoIterator<Item = String>,
+    out: &mut dyn Write,
+) -> Result<Option<clap::ArgMatches>, CliError> {
+    match command.try_get_matches_from(args) {
+        Ok(matches) => Ok(Some(matches)),
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+            let _ = write!(out, "{}", e.render());
+            Ok(None)
+        }
+        Err(e) => Err(CliError::Usage(e.to_string().trim_end().to_owned())),
+    }
 }
 
 fn configure(context: &Context, args: &[String], out: &mut dyn Write) -> Result<(), CliError> {
-    let Some(name) = args.first() else { return Err(configure_usage()) };
+    let Some(name) = args.first() else {
+        return Err(CliError::Usage(format!("{}\n\nError: Missing command.", configure_usage())));
+    };
     if name == "--help" || name == "-h" {
-        return Err(configure_usage());
+        write_line(out, configure_usage());
+        return Ok(());
     }
     if name == "show" {
         return configure_show(context, &args[1..], out);
@@ -380,9 +405,7 @@ fn configure(context: &Context, args: &[String], out: &mut dyn Write) -> Result<
         )));
     };
     let options = transport_type.auth_options();
-    let matches = configure_command(name, &options)
-        .try_get_matches_from(args)
-        .map_err(|e| CliError::Usage(e.to_string().trim_end().to_owned()))?;
+    let Some(matches) = parse(configure_command(name, &options), args.iter().cloned(), out)? else { return Ok(()) };
     let storage = context.storage()?;
     let computer = load::computer(&storage, matches.get_one::<String>("computer").expect("required"), "COMPUTER")?;
     if plugins::parse(computer.transport_type())?.1 != plugins::parse(name)?.1 {
@@ -419,7 +442,7 @@ fn configure(context: &Context, args: &[String], out: &mut dyn Write) -> Result<
 
 fn configure_show(context: &Context, args: &[String], out: &mut dyn Write) -> Result<(), CliError> {
     use clap::{Arg, ArgAction};
-    let matches = clap::Command::new("show")
+    let command = clap::Command::new("show")
         .bin_name("verdi computer configure show")
         .about("Show the current configuration for a computer.")
         .arg(Arg::new("computer").value_name("COMPUTER").required(true))
@@ -429,9 +452,9 @@ fn configure_show(context: &Context, args: &[String], out: &mut dyn Write) -> Re
                 .action(ArgAction::SetTrue)
                 .help("Show the default configuration settings for this computer."),
         )
-        .arg(Arg::new("user").short('u').long("user").value_name("USER").help("Email address of the user."))
-        .try_get_matches_from(std::iter::once("show").chain(args.iter().map(String::as_str)))
-        .map_err(|e| CliError::Usage(e.to_string().trim_end().to_owned()))?;
+        .arg(Arg::new("user").short('u').long("user").value_name("USER").help("Email address of the user."));
+    let args = std::iter::once("show".to_owned()).chain(args.iter().cloned());
+    let Some(matches) = parse(command, args, out)? else { return Ok(()) };
     let storage = context.storage()?;
     let computer = load::computer(&storage, matches.get_one::<String>("computer").expect("required"), "COMPUTER")?;
     let user = user(&storage, matches.get_one::<String>("user").map(String::as_str))?;

@@ -159,6 +159,8 @@ fn a_computer_is_set_up_configured_shown_listed_and_deleted() {
     // Options the transport does not take, another transport, an unknown computer.
     let (err, _) = e.fails(&["computer", "configure", "test.local", "work", "--port", "22"]);
     assert!(usage(&err).contains("unexpected argument '--port'"), "{err}");
+    let help = e.ok(&["computer", "configure", "test.local", "--help"]);
+    assert!(help.contains("--safe-interval <FLOAT>") && help.contains("--no-use-login-shell"), "{help}");
     let (err, _) = e.fails(&["computer", "configure", "core.nope", "work"]);
     assert!(usage(&err).ends_with("Error: No such command 'core.nope'."), "{err}");
     let (err, _) = e.fails(&["computer", "configure", "test.local", "nope"]);
