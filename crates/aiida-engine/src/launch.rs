@@ -130,8 +130,9 @@ impl Retry {
 /// Runs `$step` (an expression awaiting a `Result<T, Failure>`) as the transport task `$task`,
 /// retried with exponential back-off; after the last attempt the process pauses.
 macro_rules! transport_task {
-    ($self:ident, $task:literal, $step:expr) => {{
-        $self.status(concat!("Waiting for transport task: ", $task)).await?;
+    ($self:ident, $task:literal, [$($key:literal => $value:expr),*], $step:expr) => {{
+        // The status, with what else changes on the node at this point: one round trip.
+        $self.set_state(&[("process_status", json!(concat!("Waiting for transport task: ", $task))), $(($key, $value)),*], &[]).await?;
         let mut attempt = 0;
         loop {
             match $step {
@@ -336,30 +337,25 @@ impl CalcJobProcess {
 
     async fn life_cycle(&mut self) -> Result<ExitCode, Failure> {
         self.lap = std::time::Instant::now();
-        self.set_state(&[("process_state", json!("running"))], &[]).await?;
-        self.set_state(&[("process_state", json!("waiting"))], &[]).await?;
-        let info = transport_task!(self, "upload", self.upload().await);
+        // Created, then waiting for the upload (aiida passes through `running` for the instant of
+        // its `run()` call in between, which nobody sees).
+        let info = transport_task!(self, "upload", ["process_state" => json!("waiting")], self.upload().await);
         self.lap("upload");
         if !info.skip_submit {
-            let job_id = transport_task!(self, "submit", self.submit().await);
+            let job_id = transport_task!(self, "submit", [], self.submit().await);
             self.set_state(&[("job_id", json!(job_id)), ("state", json!("withscheduler"))], &["process_status"])
                 .await?;
             self.lap("submit");
             self.update(&job_id).await?;
             self.lap("update");
         }
-        self.set_state(&[("state", json!("stashing"))], &[]).await?;
-        let retrieved = transport_task!(self, "retrieve", self.retrieve().await);
+        let retrieved = transport_task!(self, "retrieve", ["state" => json!("stashing")], self.retrieve().await);
         self.set_state(&[("state", json!("parsing")), ("process_state", json!("running"))], &["process_status"])
             .await?;
         self.lap("retrieve");
         let exit_code = self.parse(retrieved).await;
         self.lap("parse");
         exit_code
-    }
-
-    async fn status(&mut self, status: &str) -> Result<(), Failure> {
-        self.set_state(&[("process_status", json!(status))], &[]).await
     }
 
     async fn set_state(&mut self, set: &[(&str, Value)], remove: &[&str]) -> Result<(), Failure> {
@@ -667,21 +663,20 @@ impl CalcJobProcess {
                 Ok(info) => {
                     failures = 0;
                     let state = info.job_state;
+                    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
+                    let mut changes = vec![
+                        ("scheduler_state", json!(state.as_str())),
+                        ("scheduler_lastchecktime", json!(now)),
+                        ("last_job_info", serde_json::to_value(&info).unwrap_or_default()),
+                    ];
                     if shown != Some(state) {
-                        self.status(&format!("Monitoring scheduler: job state {}", state.status_name())).await?;
+                        changes.push((
+                            "process_status",
+                            json!(format!("Monitoring scheduler: job state {}", state.status_name())),
+                        ));
                         shown = Some(state);
                     }
-                    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
-                    let info_json = serde_json::to_value(&info).unwrap_or_default();
-                    self.set_state(
-                        &[
-                            ("scheduler_state", json!(state.as_str())),
-                            ("scheduler_lastchecktime", json!(now)),
-                            ("last_job_info", info_json),
-                        ],
-                        &[],
-                    )
-                    .await?;
+                    self.set_state(&changes, &[]).await?;
                     if state == JobState::Done {
                         return Ok(());
                     }
