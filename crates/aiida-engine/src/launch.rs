@@ -525,7 +525,7 @@ impl CalcJobProcess {
     /// Prepares the job in a sandbox, uploads it to its working folder and keeps its input files
     /// in the node's repository; emits `remote_folder`.
     async fn upload(&mut self) -> Result<CalcInfo, Failure> {
-        let sandbox = Sandbox::new().map_err(|e| Failure::Except(format!("cannot make a sandbox folder: {e}")))?;
+        let sandbox = Sandbox::new(&self.storage).map_err(|e| Failure::Except(format!("cannot make a sandbox folder: {e}")))?;
         let (calcjob, inputs, folder) = (self.calcjob.clone(), self.inputs.clone(), sandbox.path().to_owned());
         let prepared = tokio::task::spawn_blocking(move || calcjob.prepare_for_submission(&inputs, &folder))
             .await
@@ -704,7 +704,7 @@ impl CalcJobProcess {
         let transport = &connection.transport;
         let transient = |e: crate::transport::TransportError| Failure::Transient(aiida::report::Chain(&e).to_string());
         let workdir = self.workdir();
-        let sandbox = Sandbox::new().map_err(|e| Failure::Except(format!("cannot make a sandbox folder: {e}")))?;
+        let sandbox = Sandbox::new(&self.storage).map_err(|e| Failure::Except(format!("cannot make a sandbox folder: {e}")))?;
         let list: Vec<String> = self
             .node
             .attribute("retrieve_list")
@@ -833,13 +833,17 @@ fn sandbox_files(folder: &Path, exclude: &[String]) -> std::io::Result<Vec<(Stri
     Ok(files)
 }
 
-/// A scratch folder of this machine, removed when dropped.
+/// A scratch folder of this machine, removed when dropped: in `sandbox/` beside the profile's
+/// repository container, on the file system the job's files are kept on anyway.
 struct Sandbox(PathBuf);
 
 impl Sandbox {
-    fn new() -> std::io::Result<Sandbox> {
-        let path = std::env::temp_dir().join(format!("aiida-sandbox-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir(&path)?;
+    fn new(storage: &Storage) -> std::io::Result<Sandbox> {
+        use std::os::unix::fs::DirBuilderExt;
+        let container = storage.repository().path();
+        let base = container.parent().map(|p| p.join("sandbox")).unwrap_or_else(std::env::temp_dir);
+        let path = base.join(uuid::Uuid::new_v4().simple().to_string());
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&path)?;
         Ok(Sandbox(path))
     }
 
