@@ -61,10 +61,13 @@ fn quickstart() -> Result<()> {
         Ok((big, creator.and_then(|c| c.process_type().map(str::to_owned))))
     })?;
     println!("             {big} Int nodes above 1; `sum` was created by {}", created.unwrap_or_default());
-    let code = step("a computer `localhost` (core.local + core.direct, configured) and a code /bin/bash", || {
+    let code = step("a computer `localhost` (core.local + core.direct, no login shell) and a code", || {
+        // Without a login shell, commands do not pay for the start-up files of whoever runs this
+        // (aiida's default runs every command in a login shell).
+        let no_login_shell = serde_json::json!({"use_login_shell": false}).as_object().cloned();
         let localhost = ComputerFactory::for_profile(profile.clone()).get(ComputerSpec {
             label: Some("localhost".into()),
-            configuration_kwargs: Some(Default::default()),
+            configuration_kwargs: no_login_shell,
             ..ComputerSpec::default()
         })?;
         let mut code = data::installed_code(&localhost, "/bin/bash", "bash", Some("core.arithmetic.add"))?;

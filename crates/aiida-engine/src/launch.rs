@@ -525,7 +525,8 @@ impl CalcJobProcess {
     /// Prepares the job in a sandbox, uploads it to its working folder and keeps its input files
     /// in the node's repository; emits `remote_folder`.
     async fn upload(&mut self) -> Result<CalcInfo, Failure> {
-        let sandbox = Sandbox::new(&self.storage).map_err(|e| Failure::Except(format!("cannot make a sandbox folder: {e}")))?;
+        let sandbox =
+            Sandbox::new(&self.storage).map_err(|e| Failure::Except(format!("cannot make a sandbox folder: {e}")))?;
         let (calcjob, inputs, folder) = (self.calcjob.clone(), self.inputs.clone(), sandbox.path().to_owned());
         let prepared = tokio::task::spawn_blocking(move || calcjob.prepare_for_submission(&inputs, &folder))
             .await
@@ -704,7 +705,8 @@ impl CalcJobProcess {
         let transport = &connection.transport;
         let transient = |e: crate::transport::TransportError| Failure::Transient(aiida::report::Chain(&e).to_string());
         let workdir = self.workdir();
-        let sandbox = Sandbox::new(&self.storage).map_err(|e| Failure::Except(format!("cannot make a sandbox folder: {e}")))?;
+        let sandbox =
+            Sandbox::new(&self.storage).map_err(|e| Failure::Except(format!("cannot make a sandbox folder: {e}")))?;
         let list: Vec<String> = self
             .node
             .attribute("retrieve_list")
