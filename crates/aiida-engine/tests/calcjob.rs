@@ -342,9 +342,10 @@ fn an_unconfigured_computer_is_refused_before_anything_is_stored() {
 }
 
 #[test]
-fn a_job_whose_code_writes_nothing_ends_with_320_and_a_missing_output_file_with_310() {
+fn a_job_that_fails_and_writes_nothing_ends_with_320_and_a_missing_output_file_with_310() {
     let s = setup();
-    let mut silent = installed_code(&s.computer, "/bin/true", "true", Some("core.arithmetic.add")).unwrap();
+    // Exits 1 and writes nothing.
+    let mut silent = installed_code(&s.computer, "/bin/false", "false", Some("core.arithmetic.add")).unwrap();
     silent.store(&s.storage).unwrap();
     let mut builder = ProcessBuilder::for_code(&silent).unwrap();
     builder.value("x", 1).value("y", 2);
