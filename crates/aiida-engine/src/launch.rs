@@ -92,6 +92,48 @@ pub fn run_get_node_async(
     aiida::runtime::on_runtime(process)
 }
 
+/// Continues the calculation job `pk` from what its node records (the last step it completed:
+/// stored, uploaded, submitted, retrieved), to its end: what a daemon worker does with a process
+/// another worker left, or that was submitted. A job already handed to the scheduler is followed,
+/// never submitted again. A sealed process is returned as it is.
+pub fn continue_process(storage: &Storage, pk: i32) -> Result<(Outputs, Node), EngineError> {
+    aiida::runtime::block_on(continue_process_async(storage, pk))
+}
+
+/// [`continue_process`], async; the process runs on the core's runtime, in the entry-point scope
+/// entered where this future was made.
+pub fn continue_process_async(
+    storage: &Storage,
+    pk: i32,
+) -> impl Future<Output = Result<(Outputs, Node), EngineError>> + Send + 'static {
+    let scope = EntryPointScope::current().unwrap_or_default();
+    let storage = storage.clone();
+    let process = scope.instrument(async move {
+        match CalcJobProcess::load(&storage, pk).await? {
+            Loaded::Ended(outputs, node) => Ok((outputs, node)),
+            Loaded::Running(process) => process.drive().await,
+        }
+    });
+    aiida::runtime::on_runtime(process)
+}
+
+/// Stores the calculation job `builder` describes, checked as [`run`] checks it, without running
+/// it: the node is left CREATED for [`continue_process`] (what `submit` hands to the daemon).
+pub fn create_process(storage: &Storage, builder: &ProcessBuilder) -> Result<Node, EngineError> {
+    aiida::runtime::block_on(create_process_async(storage, builder))
+}
+
+/// [`create_process`], async.
+pub async fn create_process_async(storage: &Storage, builder: &ProcessBuilder) -> Result<Node, EngineError> {
+    Ok(CalcJobProcess::launch(storage, builder).await?.node)
+}
+
+/// A process node loaded to be continued.
+enum Loaded {
+    Ended(Outputs, Node),
+    Running(Box<CalcJobProcess>),
+}
+
 /// How a step ended when it did not succeed.
 enum Failure {
     /// Try again later (a transport or scheduler failed).
@@ -307,6 +349,72 @@ impl CalcJobProcess {
         })
     }
 
+    /// The calculation job of node `pk`, rebuilt from what is stored: its plugin (from the process
+    /// type), inputs (from the links), options (from the attributes), computer and outputs so far.
+    async fn load(storage: &Storage, pk: i32) -> Result<Loaded, EngineError> {
+        let node = Node::load_async(storage, pk).await?;
+        let outputs: Outputs = node
+            .outgoing_async(storage)
+            .await?
+            .into_iter()
+            .filter(|l| l.link_type == aiida::orm::LinkType::Create)
+            .map(|l| (l.label, l.node))
+            .collect();
+        if node.is_sealed() {
+            return Ok(Loaded::Ended(outputs, node));
+        }
+        let entry_point = node
+            .process_type()
+            .and_then(|t| t.strip_prefix("aiida.calculations:"))
+            .ok_or_else(|| invalid(format!("node {pk} is not a calculation job of a registered plugin")))?
+            .to_owned();
+        let calcjob = plugins::factory::<crate::groups::Calculations>(&entry_point)?;
+        let spec = calcjob.spec();
+        let nodes: BTreeMap<String, Node> = node
+            .incoming_async(storage)
+            .await?
+            .into_iter()
+            .filter(|l| l.link_type == aiida::orm::LinkType::InputCalc)
+            .map(|l| (l.label, l.node))
+            .collect();
+        let mut options = Map::new();
+        for (name, _) in crate::calcjob::OPTIONS.iter().chain(spec.extra_options.iter()) {
+            if let Some(value) = node.attribute(name) {
+                options.insert((*name).to_owned(), value.clone());
+            }
+        }
+        let code = nodes.get("code").cloned().ok_or_else(|| invalid(format!("calculation {pk} has no code")))?;
+        let computer_pk = node.computer_pk().ok_or_else(|| invalid(format!("calculation {pk} has no computer")))?;
+        let computer = Computer::load_async(storage, computer_pk).await?;
+        let user = User::default_user_async(storage).await?;
+        let authinfo = computer.authinfo_async(storage, &user).await?;
+        let scheduler = plugins::factory::<Schedulers>(computer.scheduler_type())?;
+        let transport_type = plugins::factory::<Transports>(computer.transport_type())?;
+        let parser = match options.get("parser_name").and_then(Value::as_str) {
+            Some(name) => Some(plugins::factory::<Parsers>(name)?),
+            None => None,
+        };
+        let inputs = CalcJobInputs { nodes, options: options.clone(), computer: computer.clone() };
+        Ok(Loaded::Running(Box::new(CalcJobProcess {
+            storage: storage.clone(),
+            node,
+            spec,
+            calcjob,
+            inputs,
+            options,
+            code,
+            computer,
+            authinfo,
+            scheduler,
+            transport_type,
+            parser,
+            retry: Retry::of(storage),
+            outputs,
+            connection: None,
+            lap: std::time::Instant::now(),
+        })))
+    }
+
     /// Runs the job to its end and records how it ended.
     async fn drive(mut self) -> Result<(Outputs, Node), EngineError> {
         let pk = self.node.pk().unwrap_or_default();
@@ -335,27 +443,73 @@ impl CalcJobProcess {
         }
     }
 
+    /// The life-cycle from where the node says the job is: each step whose result is recorded
+    /// (the `remote_folder` output, the `job_id`, the scheduler's `done`, the `retrieved` output)
+    /// is not done again.
     async fn life_cycle(&mut self) -> Result<ExitCode, Failure> {
         self.lap = std::time::Instant::now();
-        // Created, then waiting for the upload (aiida passes through `running` for the instant of
-        // its `run()` call in between, which nobody sees).
-        let info = transport_task!(self, "upload", ["process_state" => json!("waiting")], self.upload().await);
-        self.lap("upload");
-        if !info.skip_submit {
-            let job_id = transport_task!(self, "submit", [], self.submit().await);
-            self.set_state(&[("job_id", json!(job_id)), ("state", json!("withscheduler"))], &["process_status"])
-                .await?;
-            self.lap("submit");
-            self.update(&job_id).await?;
-            self.lap("update");
+        let skip_submit = if self.outputs.contains_key("remote_folder") {
+            self.recorded_skip_submit().await?
+        } else {
+            // Created, then waiting for the upload (aiida passes through `running` for the instant
+            // of its `run()` call in between, which nobody sees).
+            let info = transport_task!(self, "upload", ["process_state" => json!("waiting")], self.upload().await);
+            self.lap("upload");
+            info.skip_submit
+        };
+        if !skip_submit {
+            let job_id = match self.node.attribute("job_id").and_then(Value::as_str) {
+                Some(job_id) => job_id.to_owned(),
+                None => {
+                    let job_id = transport_task!(self, "submit", [], self.submit().await);
+                    self.set_state(
+                        &[("job_id", json!(job_id)), ("state", json!("withscheduler"))],
+                        &["process_status"],
+                    )
+                    .await?;
+                    self.lap("submit");
+                    job_id
+                }
+            };
+            if self.node.attribute("scheduler_state").and_then(Value::as_str) != Some(JobState::Done.as_str()) {
+                self.update(&job_id).await?;
+                self.lap("update");
+            }
         }
-        let retrieved = transport_task!(self, "retrieve", ["state" => json!("stashing")], self.retrieve().await);
+        let retrieved = match self.outputs.get("retrieved").cloned() {
+            Some(retrieved) => self.recorded_files(&retrieved).await?,
+            None => transport_task!(self, "retrieve", ["state" => json!("stashing")], self.retrieve().await),
+        };
         self.set_state(&[("state", json!("parsing")), ("process_state", json!("running"))], &["process_status"])
             .await?;
         self.lap("retrieve");
         let exit_code = self.parse(retrieved).await;
         self.lap("parse");
         exit_code
+    }
+
+    /// Whether the uploaded job is not to be submitted (`skip_submit` of the calc info kept in the
+    /// node's repository at upload).
+    async fn recorded_skip_submit(&self) -> Result<bool, Failure> {
+        let calcinfo = self.node.file_async(&self.storage, ".aiida/calcinfo.json").await?;
+        let calcinfo: Value = serde_json::from_slice(&calcinfo).unwrap_or_default();
+        Ok(calcinfo.get("skip_submit").and_then(Value::as_bool).unwrap_or(false))
+    }
+
+    /// The files at the top of a stored folder node, for the parser.
+    async fn recorded_files(&self, folder: &Node) -> Result<BTreeMap<String, Vec<u8>>, Failure> {
+        let names: Vec<String> = folder
+            .repository_metadata()
+            .get("o")
+            .and_then(Value::as_object)
+            .map(|entries| entries.iter().filter(|(_, e)| e.get("k").is_some()).map(|(n, _)| n.clone()).collect())
+            .unwrap_or_default();
+        let mut files = BTreeMap::new();
+        for name in names {
+            let content = folder.file_async(&self.storage, &name).await?;
+            files.insert(name, content);
+        }
+        Ok(files)
     }
 
     async fn set_state(&mut self, set: &[(&str, Value)], remove: &[&str]) -> Result<(), Failure> {
@@ -754,6 +908,10 @@ impl CalcJobProcess {
         }
         let exit_code = result.map_err(|e| Failure::Except(format!("the parser failed: {e}")))?;
         for (name, mut node) in context.outputs {
+            if self.outputs.contains_key(&name) {
+                // Linked by an earlier attempt at parsing, which a stopped worker left unfinished.
+                continue;
+            }
             let valid = self.spec.outputs.iter().any(|p| p.name == name && p.accepts(&node));
             if !valid {
                 self.log("ERROR", &format!("the parser returned an invalid output `{name}` ({})", node.node_type()))

@@ -508,3 +508,51 @@ fn options_the_scheduler_does_not_honour_are_reported() {
     assert_eq!(warning.levelname, "WARNING");
     assert!(warning.message.contains("max_wallclock_seconds") && warning.message.contains("queue_name"), "{warning:?}");
 }
+
+// ---- Continuing a process from its node (what a daemon worker does) ----
+
+#[test]
+fn a_created_process_is_continued_to_its_end() {
+    let s = setup();
+    let node = aiida_engine::create_process(&s.storage, &add(&s, 1, 2)).unwrap();
+    assert_eq!(node.attribute("process_state"), Some(&json!("created")));
+    assert!(node.outgoing(&s.storage).unwrap().is_empty(), "nothing ran yet");
+    let (outputs, node) = aiida_engine::continue_process(&s.storage, node.pk().unwrap()).unwrap();
+    assert_eq!(outputs["sum"].attribute("value"), Some(&json!(3)));
+    assert_eq!(
+        (node.attribute("process_state"), node.attribute("exit_status")),
+        (Some(&json!("finished")), Some(&json!(0)))
+    );
+    // A sealed process is returned as it is.
+    let (again, _) = aiida_engine::continue_process(&s.storage, node.pk().unwrap()).unwrap();
+    assert_eq!(again["sum"].pk(), outputs["sum"].pk());
+}
+
+#[test]
+fn a_process_stopped_while_its_job_runs_is_continued_without_submitting_again() {
+    let s = setup();
+    let count = s.work.path().join("executions");
+    let mut builder = add(&s, 1, 2);
+    builder.option("sleep", 2).option("prepend_text", format!("echo ran >> '{}'", count.display()));
+    let node = aiida_engine::create_process(&s.storage, &builder).unwrap();
+    let pk = node.pk().unwrap();
+    // A worker that stops (its task cancelled) while the job runs.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let stopped = runtime.block_on(async {
+        tokio::time::timeout(
+            std::time::Duration::from_millis(1000),
+            aiida_engine::continue_process_async(&s.storage, pk),
+        )
+        .await
+    });
+    assert!(stopped.is_err(), "the job sleeps 2 s: the process was still waiting");
+    let node = Node::load(&s.storage, pk).unwrap();
+    let job_id = node.attribute("job_id").cloned().expect("submitted before it stopped");
+    assert_eq!(node.attribute("state"), Some(&json!("withscheduler")));
+    assert!(!node.is_sealed());
+
+    let (outputs, node) = aiida_engine::continue_process(&s.storage, pk).unwrap();
+    assert_eq!(outputs["sum"].attribute("value"), Some(&json!(3)));
+    assert_eq!(node.attribute("job_id"), Some(&job_id), "the same job, followed");
+    assert_eq!(std::fs::read_to_string(&count).unwrap(), "ran\n", "the job ran exactly once");
+}

@@ -49,13 +49,21 @@ where
 }
 
 /// Runs `future` as a task on the runtime (so that what it creates, such as a connection's socket,
-/// belongs to it) and waits for its output from any executor.
+/// belongs to it) and waits for its output from any executor. Dropping the returned future before
+/// it is ready cancels the task, as dropping any future cancels its work.
 pub async fn on_runtime<F>(future: F) -> F::Output
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    match handle().spawn(future).await {
+    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+    impl<T> Drop for AbortOnDrop<T> {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut task = AbortOnDrop(handle().spawn(future));
+    match (&mut task.0).await {
         Ok(value) => value,
         Err(error) => std::panic::resume_unwind(error.into_panic()),
     }
