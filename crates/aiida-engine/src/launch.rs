@@ -110,7 +110,7 @@ pub fn continue_process_async(
     let storage = storage.clone();
     let process = scope.instrument(async move {
         match CalcJobProcess::load(&storage, pk).await? {
-            Loaded::Ended(outputs, node) => Ok((outputs, node)),
+            Loaded::Ended(ended) => Ok(*ended),
             Loaded::Running(process) => process.drive().await,
         }
     });
@@ -130,7 +130,7 @@ pub async fn create_process_async(storage: &Storage, builder: &ProcessBuilder) -
 
 /// A process node loaded to be continued.
 enum Loaded {
-    Ended(Outputs, Node),
+    Ended(Box<(Outputs, Node)>),
     Running(Box<CalcJobProcess>),
 }
 
@@ -361,7 +361,7 @@ impl CalcJobProcess {
             .map(|l| (l.label, l.node))
             .collect();
         if node.is_sealed() {
-            return Ok(Loaded::Ended(outputs, node));
+            return Ok(Loaded::Ended(Box::new((outputs, node))));
         }
         let entry_point = node
             .process_type()
