@@ -7,7 +7,8 @@ mod schema;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-pub(crate) use pg::{Args, Db, Params, args, literal};
+pub use pg::literal;
+pub(crate) use pg::{Args, Db, Params, args};
 pub use repository::Repository;
 pub use schema::SCHEMA_HEAD;
 use serde_json::Value;
@@ -521,6 +522,18 @@ impl Storage {
     /// The file repository.
     pub fn repository(&self) -> &Repository {
         &self.inner.repository
+    }
+
+    /// Runs one or more statements without parameters on the profile's database, in one round
+    /// trip; returns the rows of those that return any, as text. For tables of our own beside
+    /// aiida-core's (the daemon's process queue): never change aiida-core's tables this way.
+    pub async fn execute_own_async(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, StorageError> {
+        self.db().simple(sql).await
+    }
+
+    /// The database's connection settings (for a connection of one's own, e.g. to `LISTEN`).
+    pub fn database(&self) -> Result<PsqlDosConfig, StorageError> {
+        Ok(self.profile().psql_dos()?)
     }
 
     pub(crate) fn db(&self) -> &Db {

@@ -218,7 +218,7 @@ impl Drop for Tx {
 
 /// `text` as an SQL string literal (PostgreSQL's `quote_literal`: quotes doubled, and an `E''`
 /// string with doubled backslashes when there are any, whatever `standard_conforming_strings` is).
-pub(crate) fn literal(text: &str) -> String {
+pub fn literal(text: &str) -> String {
     let quoted = text.replace('\'', "''");
     if quoted.contains('\\') { format!("E'{}'", quoted.replace('\\', "\\\\")) } else { format!("'{quoted}'") }
 }

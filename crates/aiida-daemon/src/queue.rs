@@ -1,0 +1,61 @@
+//! The process queue: our tables beside aiida-core's in the profile's database.
+
+use aiida::storage::{Storage, literal};
+use aiida_engine::{EngineError, ProcessBuilder};
+
+/// The notification channel that wakes workers.
+pub(crate) const CHANNEL: &str = "aiida_rs_process_queue";
+
+/// How long a worker's heartbeat stays valid: a claim of a worker that has not beaten for longer
+/// is taken over.
+pub(crate) const HEARTBEAT_TIMEOUT_SECONDS: u32 = 5;
+
+/// Our tables, created when missing (under an advisory lock, so that workers starting together do
+/// not race).
+const SCHEMA: &str = "
+    SELECT pg_advisory_xact_lock(7346125821);
+    CREATE TABLE IF NOT EXISTS aiida_rs_process_queue (
+        process_id integer PRIMARY KEY,
+        queued timestamptz NOT NULL DEFAULT now(),
+        worker text,
+        claimed timestamptz
+    );
+    CREATE TABLE IF NOT EXISTS aiida_rs_daemon_worker (
+        id text PRIMARY KEY,
+        host text NOT NULL,
+        pid integer NOT NULL,
+        started timestamptz NOT NULL DEFAULT now(),
+        heartbeat timestamptz NOT NULL DEFAULT now()
+    );";
+
+/// Makes sure the queue's tables exist.
+pub(crate) async fn ensure_tables(storage: &Storage) -> Result<(), EngineError> {
+    storage.execute_own_async(&format!("BEGIN; {SCHEMA} COMMIT;")).await?;
+    Ok(())
+}
+
+/// Submits the process `builder` describes to the daemon: checks it as `run` does (nothing is
+/// stored when it is not valid), stores its node (CREATED), queues it in the profile's database
+/// and wakes the workers; returns the node at once. A running daemon's worker then runs it.
+pub fn submit(storage: &Storage, builder: &ProcessBuilder) -> Result<aiida::orm::Node, EngineError> {
+    aiida::runtime::block_on(async {
+        ensure_tables(storage).await?;
+        let node = aiida_engine::create_process_async(storage, builder).await?;
+        enqueue(storage, node.pk().unwrap_or_default()).await?;
+        Ok(node)
+    })
+}
+
+/// Queues process `pk` (again) and wakes the workers.
+pub(crate) async fn enqueue(storage: &Storage, pk: i32) -> Result<(), EngineError> {
+    storage
+        .execute_own_async(&format!(
+            "INSERT INTO aiida_rs_process_queue (process_id) VALUES ({pk})
+             ON CONFLICT (process_id) DO UPDATE SET worker = NULL, claimed = NULL;
+             SELECT pg_notify({}, {});",
+            literal(CHANNEL),
+            literal(&pk.to_string())
+        ))
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! A daemon worker: claims queued processes and runs them, many at once on one runtime, beating a
+//! heartbeat; releases its claims when it stops.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aiida::config::Instance;
+use aiida::plugins::EntryPointScope;
+use aiida::storage::{Storage, literal};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use crate::queue::{CHANNEL, HEARTBEAT_TIMEOUT_SECONDS, ensure_tables};
+
+/// Set on a worker process (this executable run again): what it serves, as JSON.
+const WORKER_ENV: &str = "AIIDA_DAEMON_WORKER";
+
+/// The environment variable that makes this executable a worker. (A function, not the constant:
+/// whoever starts workers then links this module, and with it the constructor that catches them.)
+#[inline(never)]
+pub(crate) fn worker_env() -> &'static str {
+    WORKER_ENV
+}
+
+/// What a worker serves.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct WorkerSpec {
+    /// The instance folder.
+    pub(crate) instance: PathBuf,
+    /// The profile.
+    pub(crate) profile: String,
+    /// A process whose end ends the worker (the test process that started it), if any.
+    pub(crate) parent: Option<u32>,
+    /// The entry-point scope of whoever started it, described.
+    pub(crate) scope: Option<String>,
+}
+
+// Late: after every other constructor, those that register the binary's entry points included
+// (the worker loads plugins by name).
+#[ctor::ctor(unsafe, priority = late)]
+fn intercept_worker() {
+    let Some(spec) = std::env::var_os(WORKER_ENV) else {
+        return;
+    };
+    // SAFETY: constructors run before main, while this process has a single thread.
+    unsafe { std::env::remove_var(WORKER_ENV) };
+    let code = match serde_json::from_str::<WorkerSpec>(&spec.to_string_lossy()) {
+        Ok(spec) => match run(spec) {
+            Ok(()) => 0,
+            Err(message) => {
+                eprintln!("aiida daemon worker: {message}");
+                1
+            }
+        },
+        Err(e) => {
+            eprintln!("aiida daemon worker: invalid {WORKER_ENV}: {e}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Runs a worker until it is told to stop (SIGTERM, SIGINT) or its parent ends.
+pub(crate) fn run(spec: WorkerSpec) -> Result<(), String> {
+    let chain = |e: &(dyn std::error::Error + 'static)| aiida::report::Chain(e).to_string();
+    let profile = Instance::at(&spec.instance).load().and_then(|c| c.profile(&spec.profile)).map_err(|e| chain(&e))?;
+    let storage = Storage::open(&profile).map_err(|e| chain(&e))?;
+    let scope = match &spec.scope {
+        Some(text) => EntryPointScope::from_description(text).map_err(|e| chain(&e))?,
+        None => EntryPointScope::new(),
+    };
+    let serving = scope.instrument(serve(storage, spec.parent));
+    aiida::runtime::block_on(aiida::runtime::on_runtime(serving))
+}
+
+/// This worker's id: host, pid and a random part.
+fn worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}-{}", host.trim(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+async fn serve(storage: Storage, parent: Option<u32>) -> Result<(), String> {
+    let chain = |e: &(dyn std::error::Error + 'static)| aiida::report::Chain(e).to_string();
+    ensure_tables(&storage).await.map_err(|e| chain(&e))?;
+    let id = worker_id();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    storage
+        .execute_own_async(&format!(
+            "INSERT INTO aiida_rs_daemon_worker (id, host, pid) VALUES ({}, {}, {})",
+            literal(&id),
+            literal(host.trim()),
+            std::process::id()
+        ))
+        .await
+        .map_err(|e| chain(&e))?;
+    // Woken by notifications on a connection of its own.
+    let (wake, mut woken) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let listener = listen(&storage, wake).await.map_err(|e| format!("cannot listen for submissions: {e}"))?;
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut processes = tokio::task::JoinSet::new();
+    let mut beat = tokio::time::interval(Duration::from_secs(1));
+    tracing::info!(worker = %id, "serving");
+    loop {
+        while let Some(pk) = claim(&storage, &id).await.map_err(|e| chain(&e))? {
+            let (storage, id) = (storage.clone(), id.clone());
+            processes.spawn(async move {
+                let result = aiida_engine::continue_process_async(&storage, pk).await;
+                if let Err(e) = &result {
+                    // The worker's stderr is the daemon log.
+                    eprintln!("{} process {pk}: {}", chrono_now(), aiida::report::Chain(e));
+                }
+                let _ = storage
+                    .execute_own_async(&format!(
+                        "DELETE FROM aiida_rs_process_queue WHERE process_id = {pk} AND worker = {}",
+                        literal(&id)
+                    ))
+                    .await;
+            });
+        }
+        tokio::select! {
+            _ = woken.recv() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            Some(_) = processes.join_next() => {}
+            _ = beat.tick() => {
+                let _ = storage
+                    .execute_own_async(&format!("UPDATE aiida_rs_daemon_worker SET heartbeat = now() WHERE id = {}", literal(&id)))
+                    .await;
+                if parent.is_some_and(|pid| !alive(pid)) {
+                    tracing::info!(worker = %id, "the process that started the daemon ended; stopping");
+                    break;
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    // Stopping: the processes' tasks end where they are (their nodes keep their state), and their
+    // claims go back to the queue for the next worker.
+    processes.abort_all();
+    while processes.join_next().await.is_some() {}
+    drop(listener);
+    let _ = storage
+        .execute_own_async(&format!(
+            "UPDATE aiida_rs_process_queue SET worker = NULL, claimed = NULL WHERE worker = {id};
+             DELETE FROM aiida_rs_daemon_worker WHERE id = {id};
+             SELECT pg_notify({}, '');",
+            literal(CHANNEL),
+            id = literal(&id)
+        ))
+        .await;
+    tracing::info!(worker = %id, "stopped");
+    Ok(())
+}
+
+/// Claims the oldest queued process that no live worker holds; `None` when there is none.
+async fn claim(storage: &Storage, id: &str) -> Result<Option<i32>, aiida::storage::StorageError> {
+    let rows = storage
+        .execute_own_async(&format!(
+            "UPDATE aiida_rs_process_queue SET worker = {id}, claimed = now() WHERE process_id = (
+                 SELECT process_id FROM aiida_rs_process_queue
+                 WHERE worker IS NULL OR worker NOT IN (
+                     SELECT w.id FROM aiida_rs_daemon_worker w
+                     WHERE w.heartbeat > now() - interval '{HEARTBEAT_TIMEOUT_SECONDS} seconds')
+                 ORDER BY queued FOR UPDATE SKIP LOCKED LIMIT 1)
+             RETURNING process_id",
+            id = literal(id)
+        ))
+        .await?;
+    Ok(rows.first().and_then(|r| r.first().cloned().flatten()).and_then(|pk| pk.parse().ok()))
+}
+
+/// A connection of its own that listens on the queue's channel and wakes the worker; it stops
+/// listening when dropped.
+struct Listener {
+    _client: tokio_postgres::Client,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+async fn listen(storage: &Storage, wake: tokio::sync::mpsc::UnboundedSender<()>) -> Result<Listener, String> {
+    let config = storage.database().map_err(|e| e.to_string())?;
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(&config.database_hostname)
+        .port(config.database_port)
+        .user(&config.database_username)
+        .password(&config.database_password)
+        .dbname(&config.database_name);
+    let (client, mut connection) = pg.connect(NoTls).await.map_err(|e| e.to_string())?;
+    let driver = tokio::spawn(async move {
+        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            match message {
+                Ok(AsyncMessage::Notification(_)) => {
+                    let _ = wake.send(());
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    client.batch_execute(&format!("LISTEN {CHANNEL}")).await.map_err(|e| e.to_string())?;
+    Ok(Listener { _client: client, driver })
+}
+
+fn alive(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
+}
+
+/// Now, for the log's lines.
+fn chrono_now() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("[{}.{:03}]", now.as_secs(), now.subsec_millis())
+}

@@ -1,0 +1,101 @@
+//! The daemon for real: worker processes (this test binary re-run) serving a temporary profile.
+
+#[path = "../../aiida/tests/engine/common.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use aiida::orm::data::installed_code;
+use aiida::orm::{Computer, Node, User};
+use aiida::storage::Storage;
+use aiida_daemon::DaemonClient;
+use aiida_engine::ProcessBuilder;
+use serde_json::json;
+
+use crate::common::{TestProfile, aiida_template};
+
+struct Setup {
+    profile: TestProfile,
+    storage: Storage,
+    _work: tempfile::TempDir,
+    code: Node,
+}
+
+fn setup() -> Setup {
+    let profile = TestProfile::new(&aiida_template());
+    let storage = Storage::initialise(&profile.profile).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut computer = Computer::new("localhost", "localhost", "core.local", "core.direct")
+        .with_workdir(work.path().to_string_lossy())
+        .with_minimum_poll_interval(0.0);
+    computer.store(&storage).unwrap();
+    let no_login_shell = json!({"use_login_shell": false}).as_object().unwrap().clone();
+    computer.configure(&storage, &User::default_user(&storage).unwrap(), no_login_shell).unwrap();
+    let mut code = installed_code(&computer, "/bin/bash", "bash", Some("core.arithmetic.add")).unwrap();
+    code.store(&storage).unwrap();
+    Setup { profile, storage, _work: work, code }
+}
+
+fn add(s: &Setup, x: i64, y: i64) -> ProcessBuilder {
+    let mut builder = ProcessBuilder::for_code(&s.code).unwrap();
+    builder.value("x", x).value("y", y);
+    builder
+}
+
+/// Waits (with a deadline) until process `pk` is sealed.
+fn await_sealed(storage: &Storage, client: &DaemonClient, pk: i32, timeout: Duration) -> Node {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let node = Node::load(storage, pk).unwrap();
+        if node.is_sealed() {
+            return node;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {pk} is still {:?}; daemon log:\n{}",
+            node.attribute("process_state"),
+            std::fs::read_to_string(client.log_path()).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "))
+}
+
+#[test]
+fn a_submitted_calculation_runs_on_a_worker_process() {
+    let s = setup();
+    let client = DaemonClient::new(&s.storage, s.profile.instance().dir()).tied_to_this_process();
+    client.start(1).unwrap();
+    assert!(client.is_daemon_running());
+    let pids = client.worker_pids();
+    assert_eq!(pids.len(), 1);
+    assert_ne!(pids[0], std::process::id(), "a process of its own");
+
+    let node = aiida_daemon::submit(&s.storage, &add(&s, 1, 2)).unwrap();
+    assert_eq!(node.attribute("process_state"), Some(&json!("created")));
+    let node = await_sealed(&s.storage, &client, node.pk().unwrap(), Duration::from_secs(20));
+    assert_eq!(node.attribute("exit_status"), Some(&json!(0)));
+    let sum = node.outgoing(&s.storage).unwrap().into_iter().find(|l| l.label == "sum").unwrap();
+    assert_eq!(sum.node.attribute("value"), Some(&json!(3)));
+
+    client.stop(Duration::from_secs(5)).unwrap();
+    assert!(!client.is_daemon_running());
+    assert!(!alive(pids[0]), "the worker ended");
+}
+
+#[test]
+fn processes_submitted_while_the_daemon_is_stopped_run_when_it_starts() {
+    let s = setup();
+    let client = DaemonClient::new(&s.storage, s.profile.instance().dir()).tied_to_this_process();
+    let nodes: Vec<Node> = (0..5).map(|i| aiida_daemon::submit(&s.storage, &add(&s, i, 10)).unwrap()).collect();
+    client.start(2).unwrap();
+    for (i, node) in nodes.iter().enumerate() {
+        let node = await_sealed(&s.storage, &client, node.pk().unwrap(), Duration::from_secs(20));
+        let sum = node.outgoing(&s.storage).unwrap().into_iter().find(|l| l.label == "sum").unwrap();
+        assert_eq!(sum.node.attribute("value"), Some(&json!(i as i64 + 10)));
+    }
+    client.stop(Duration::from_secs(5)).unwrap();
+}
