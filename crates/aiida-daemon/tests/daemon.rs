@@ -99,3 +99,36 @@ fn processes_submitted_while_the_daemon_is_stopped_run_when_it_starts() {
     }
     client.stop(Duration::from_secs(5)).unwrap();
 }
+
+#[test]
+fn a_calculation_whose_worker_is_killed_finishes_on_another_with_its_job_run_once() {
+    let s = setup();
+    let client = DaemonClient::new(&s.storage, s.profile.instance().dir()).tied_to_this_process();
+    client.start(2).unwrap();
+    let count = s._work.path().join("executions");
+    let mut builder = add(&s, 1, 2);
+    builder.option("sleep", 2).option("prepend_text", format!("echo ran >> '{}'", count.display()));
+    let node = aiida_daemon::submit(&s.storage, &builder).unwrap();
+    let pk = node.pk().unwrap();
+    // Wait until the job is with the scheduler, then kill the worker that runs it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Node::load(&s.storage, pk).unwrap().attribute("job_id").is_none() {
+        assert!(Instant::now() < deadline, "never submitted");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let holder = aiida::runtime::block_on(s.storage.execute_own_async(&format!(
+        "SELECT w.pid FROM aiida_rs_process_queue q JOIN aiida_rs_daemon_worker w ON w.id = q.worker
+         WHERE q.process_id = {pk}"
+    )))
+    .unwrap();
+    let pid: i32 = holder[0][0].as_deref().unwrap().parse().unwrap();
+    // SAFETY: sending a signal has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+
+    let node = await_sealed(&s.storage, &client, pk, Duration::from_secs(30));
+    assert_eq!(node.attribute("exit_status"), Some(&json!(0)));
+    let sum = node.outgoing(&s.storage).unwrap().into_iter().find(|l| l.label == "sum").unwrap();
+    assert_eq!(sum.node.attribute("value"), Some(&json!(3)));
+    assert_eq!(std::fs::read_to_string(&count).unwrap(), "ran\n", "the job ran exactly once");
+    client.stop(Duration::from_secs(5)).unwrap();
+}
