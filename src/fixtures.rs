@@ -15,6 +15,7 @@ use aiida::orm::Computer;
 
 use crate::cluster::{ConfigPsqlDos, PostgresCluster};
 use crate::computers::{CodeFactory, ComputerFactory, InstalledCodeFactory, LocalCodeFactory, LocalComputerFactory};
+use crate::daemon::TestDaemon;
 use crate::entry_points::EntryPointManager;
 use crate::error::FixtureError;
 use crate::profile::{AiidaInstance, AiidaProfile, ProfileOptions, current_instance, current_profile};
@@ -287,4 +288,34 @@ pub fn aiida_code_installed() -> InstalledCodeFactory {
 #[fixture]
 pub fn aiida_local_code_factory() -> LocalCodeFactory {
     LocalCodeFactory::new(aiida_profile(), aiida_localhost())
+}
+
+/// The daemon of the test's profile, not started (aiida's `daemon_client`); its workers stop when
+/// the value drops, and end with the test process in any case.
+#[fixture]
+pub fn daemon_client() -> TestDaemon {
+    TestDaemon::new(aiida_profile())
+}
+
+/// The daemon of the test's profile, running (one worker: this test binary re-run, which sees the
+/// entry points of the test's scope; a value added at run time cannot reach it).
+#[fixture]
+pub fn started_daemon_client() -> TestDaemon {
+    or_panic("started_daemon_client", daemon_client().started())
+}
+
+/// The daemon of the test's profile, stopped.
+#[fixture]
+pub fn stopped_daemon_client() -> TestDaemon {
+    let daemon = daemon_client();
+    let _ = daemon.client().stop(std::time::Duration::from_secs(5));
+    daemon
+}
+
+/// A running daemon to submit to and wait on (aiida's `submit_and_await`):
+/// `submit_and_await.submit_and_await(&builder)` waits until the process is finished (20 s at
+/// most), failing at once on any other end with its exit status or exception.
+#[fixture]
+pub fn submit_and_await() -> TestDaemon {
+    started_daemon_client()
 }

@@ -33,6 +33,7 @@
 
 mod cluster;
 mod computers;
+mod daemon;
 mod entry_points;
 mod error;
 pub mod fixtures;
@@ -44,11 +45,12 @@ pub use computers::{
     CodeFactory, ComputerFactory, ComputerSpec, InstalledCodeFactory, InstalledCodeSpec, LocalCodeFactory,
     LocalComputerFactory,
 };
+pub use daemon::TestDaemon;
 pub use entry_points::EntryPointManager;
 pub use error::FixtureError;
 pub use fixtures::{AiidaManager, AiidaProfileFactory};
 pub use profile::{AiidaInstance, AiidaProfile, DEFAULT_EMAIL, GroupProfile, ProfileOptions, TEST_PROFILE_ENV};
-pub use {aiida, testpg};
+pub use {aiida, aiida_daemon, aiida_engine, testpg};
 
 /// Everything a test imports: `use aiida_fixtures::prelude::*;`.
 pub mod prelude {
@@ -56,7 +58,7 @@ pub mod prelude {
     pub use crate::{
         AiidaInstance, AiidaProfile, CodeFactory, ComputerFactory, ComputerSpec, ConfigPsqlDos, DatabaseConfig,
         EntryPointManager, FixtureError, GroupProfile, InstalledCodeFactory, InstalledCodeSpec, LocalCodeFactory,
-        LocalComputerFactory, PostgresCluster, ProfileOptions,
+        LocalComputerFactory, PostgresCluster, ProfileOptions, TestDaemon,
     };
     pub use rstest::{fixture, rstest};
 }

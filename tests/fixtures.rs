@@ -482,3 +482,76 @@ fn aiida_local_code_factory_finds_executables_on_the_path(aiida_local_code_facto
     let err = aiida_local_code_factory.get("core.arithmetic.add", "no-such-program-here").unwrap_err();
     assert_eq!(err.to_string(), "The executable \"no-such-program-here\" was not found in the $PATH.");
 }
+
+// ---- The daemon (aiida-core: tests/tools/pytest_fixtures/test_daemon.py) ----
+
+/// A code on a local computer without a login shell (quick), for `core.arithmetic.add`.
+fn adder(computers: &ComputerFactory, executable: &str) -> aiida::orm::Node {
+    let no_login_shell = serde_json::json!({"use_login_shell": false}).as_object().cloned();
+    let computer = computers
+        .get(ComputerSpec {
+            label: Some("quick".into()),
+            configuration_kwargs: no_login_shell,
+            ..ComputerSpec::default()
+        })
+        .unwrap();
+    let mut code = aiida::orm::data::installed_code(
+        &computer,
+        executable,
+        &format!("add-{}", executable.len()),
+        Some("core.arithmetic.add"),
+    )
+    .unwrap();
+    code.store(&aiida_fixtures::fixtures::aiida_profile()).unwrap();
+    code
+}
+
+fn add(code: &aiida::orm::Node, x: i64, y: i64) -> aiida_fixtures::aiida_engine::ProcessBuilder {
+    let mut builder = aiida_fixtures::aiida_engine::ProcessBuilder::for_code(code).unwrap();
+    builder.value("x", x).value("y", y);
+    builder
+}
+
+#[rstest]
+fn submit_and_await_runs_a_calculation_on_the_daemon(submit_and_await: TestDaemon, aiida_computer: ComputerFactory) {
+    let code = adder(&aiida_computer, "/bin/bash");
+    let node = submit_and_await.submit_and_await(&add(&code, 1, 2)).unwrap();
+    assert_eq!(node.attribute("process_state"), Some(&serde_json::json!("finished")));
+    let sum = node.outgoing(&aiida_fixtures::fixtures::aiida_profile()).unwrap().into_iter().find(|l| l.label == "sum");
+    assert_eq!(sum.unwrap().node.attribute("value"), Some(&serde_json::json!(3)));
+    assert!(submit_and_await.client().is_daemon_running());
+}
+
+#[rstest]
+fn submit_and_await_fails_at_once_on_another_end_and_names_the_state_on_a_timeout(
+    submit_and_await: TestDaemon,
+    aiida_computer: ComputerFactory,
+) {
+    let missing = adder(&aiida_computer, "/nonexistent/add");
+    let err = submit_and_await.submit_and_await(&add(&missing, 1, 2)).unwrap_err();
+    assert!(err.to_string().contains("ended excepted: the executable /nonexistent/add"), "{err}");
+    let code = adder(&aiida_computer, "/bin/bash");
+    let mut slow = add(&code, 1, 2);
+    slow.option("sleep", 3);
+    let err =
+        submit_and_await.submit_and_await_state(&slow, "killed", std::time::Duration::from_millis(300)).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("did not reach killed within 0.3 s: it is waiting") && text.contains("the daemon log"),
+        "{text}"
+    );
+}
+
+#[rstest]
+fn the_daemon_fixtures_start_and_stop_workers(daemon_client: TestDaemon) {
+    assert!(!daemon_client.client().is_daemon_running());
+    daemon_client.client().start(2).unwrap();
+    assert!(daemon_client.client().is_daemon_running());
+    let pids = daemon_client.client().worker_pids();
+    assert_eq!(pids.len(), 2);
+    drop(daemon_client);
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(stat.is_empty() || stat.contains(") Z "), "worker {pid} outlived its fixture");
+    }
+}

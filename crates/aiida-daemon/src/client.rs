@@ -176,6 +176,28 @@ impl DaemonClient {
         self.worker_pids().into_iter().any(|pid| alive(pid) && self.registered(pid).unwrap_or(false))
     }
 
+    /// Submits `builder` to this daemon and waits until its process is in `state` (aiida's
+    /// `submit_and_await`; see [`await_state`](crate::await_state)). A timeout's error ends with
+    /// the end of the daemon log.
+    pub fn submit_and_await(
+        &self,
+        builder: &aiida_engine::ProcessBuilder,
+        state: &str,
+        timeout: Duration,
+    ) -> Result<aiida::orm::Node, crate::AwaitError> {
+        let node = crate::submit(&self.storage, builder)?;
+        crate::await_state(&self.storage, node.pk().unwrap_or_default(), state, timeout).map_err(|e| match e {
+            crate::AwaitError::Timeout { pk, state, wanted, seconds, report } => {
+                let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                let tail: String = tail.into_iter().rev().map(|l| format!("\n  {l}")).collect();
+                let report = format!("{report}; the daemon log ({}) ends:{tail}", self.log_path().display());
+                crate::AwaitError::Timeout { pk, state, wanted, seconds, report }
+            }
+            other => other,
+        })
+    }
+
     /// Stops the workers (SIGTERM, SIGKILL after `timeout`) and removes their pid files; their
     /// processes go back to the queue, unchanged, for the next start.
     pub fn stop(&self, timeout: Duration) -> Result<(), DaemonError> {

@@ -11,7 +11,9 @@
 
 mod client;
 mod queue;
+mod wait;
 mod worker;
 
 pub use client::{DaemonClient, DaemonError};
 pub use queue::submit;
+pub use wait::{AwaitError, await_state};

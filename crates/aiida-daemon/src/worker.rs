@@ -174,7 +174,7 @@ async fn claim(storage: &Storage, id: &str) -> Result<Option<i32>, aiida::storag
 
 /// A connection of its own that listens on the queue's channel and wakes the worker; it stops
 /// listening when dropped.
-struct Listener {
+pub(crate) struct Listener {
     _client: tokio_postgres::Client,
     driver: tokio::task::JoinHandle<()>,
 }
@@ -186,6 +186,24 @@ impl Drop for Listener {
 }
 
 async fn listen(storage: &Storage, wake: tokio::sync::mpsc::UnboundedSender<()>) -> Result<Listener, String> {
+    let (forward, mut payloads) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let listener = listen_to(storage, CHANNEL, forward).await?;
+    tokio::spawn(async move {
+        while payloads.recv().await.is_some() {
+            if wake.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(listener)
+}
+
+/// Listens on `channel` on a connection of its own; sends each notification's payload.
+pub(crate) async fn listen_to(
+    storage: &Storage,
+    channel: &str,
+    payloads: tokio::sync::mpsc::UnboundedSender<String>,
+) -> Result<Listener, String> {
     let config = storage.database().map_err(|e| e.to_string())?;
     let mut pg = tokio_postgres::Config::new();
     pg.host(&config.database_hostname)
@@ -197,15 +215,17 @@ async fn listen(storage: &Storage, wake: tokio::sync::mpsc::UnboundedSender<()>)
     let driver = tokio::spawn(async move {
         while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
             match message {
-                Ok(AsyncMessage::Notification(_)) => {
-                    let _ = wake.send(());
+                Ok(AsyncMessage::Notification(n)) => {
+                    if payloads.send(n.payload().to_owned()).is_err() {
+                        break;
+                    }
                 }
                 Ok(_) => {}
                 Err(_) => break,
             }
         }
     });
-    client.batch_execute(&format!("LISTEN {CHANNEL}")).await.map_err(|e| e.to_string())?;
+    client.batch_execute(&format!("LISTEN {channel}")).await.map_err(|e| e.to_string())?;
     Ok(Listener { _client: client, driver })
 }
 

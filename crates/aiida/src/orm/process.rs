@@ -33,6 +33,10 @@ pub const UPDATABLE_ATTRIBUTES: &[&str] = &[
     "stepper_state_info",
 ];
 
+/// The PostgreSQL notification channel on which process state changes are announced, with the
+/// payload `<pk> <state>` (ours: aiida-core announces nothing in its database).
+pub const PROCESS_STATE_CHANNEL: &str = "aiida_rs_process_state";
+
 /// Whether `node` is a process node.
 fn is_process(node: &Node) -> bool {
     node.node_type().starts_with("process.")
@@ -76,7 +80,8 @@ impl Node {
     /// Changes the updatable attributes of this stored, unsealed process node: sets those in `set`
     /// and removes those in `remove`, in one round trip. Setting `process_state` also records the
     /// time of the change in the setting `process|state_change|calculation` (or `|work`), as
-    /// aiida-core does (`verdi process list` shows it).
+    /// aiida-core does (`verdi process list` shows it), and announces it on the channel
+    /// [`PROCESS_STATE_CHANNEL`] (payload `<pk> <state>`), so that waiting needs no polling.
     pub fn update_process(
         &mut self,
         storage: &Storage,
@@ -118,8 +123,11 @@ impl Node {
                      INSERT INTO db_dbsetting (key, val, description, time)
                      SELECT $4::text, $5::jsonb, '', now() WHERE $4::text IS NOT NULL AND EXISTS (SELECT 1 FROM updated)
                      ON CONFLICT (key) DO UPDATE SET val = EXCLUDED.val, time = EXCLUDED.time
+                 ), announced AS (
+                     SELECT pg_notify('aiida_rs_process_state', $1::text || ' ' || ($3::jsonb ->> 'process_state'))
+                     FROM updated WHERE $4::text IS NOT NULL
                  )
-                 SELECT mtime FROM updated",
+                 SELECT mtime, (SELECT count(*) FROM announced) FROM updated",
                 &[&pk, &remove, &changes, &state_change, &now],
             )
             .await?;
