@@ -132,3 +132,103 @@ fn a_calculation_whose_worker_is_killed_finishes_on_another_with_its_job_run_onc
     assert_eq!(std::fs::read_to_string(&count).unwrap(), "ran\n", "the job ran exactly once");
     client.stop(Duration::from_secs(5)).unwrap();
 }
+
+/// The threads of process `pid`.
+fn threads(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn two_hundred_submissions_finish_on_one_worker_with_few_threads() {
+    let s = setup();
+    let client = DaemonClient::new(&s.storage, s.profile.instance().dir()).tied_to_this_process();
+    client.start(1).unwrap();
+    let pid = client.worker_pids()[0];
+    let nodes: Vec<Node> = (0..200).map(|i| aiida_daemon::submit(&s.storage, &add(&s, i, 1)).unwrap()).collect();
+    let mut most = 0;
+    for (i, node) in nodes.iter().enumerate() {
+        let pk = node.pk().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let node = loop {
+            most = most.max(threads(pid));
+            let node = Node::load(&s.storage, pk).unwrap();
+            if node.is_sealed() {
+                break node;
+            }
+            assert!(Instant::now() < deadline, "process {pk} did not finish");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let sum = node.outgoing(&s.storage).unwrap().into_iter().find(|l| l.label == "sum").unwrap();
+        assert_eq!(sum.node.attribute("value"), Some(&json!(i as i64 + 1)));
+    }
+    println!("the worker had at most {most} threads for 200 processes");
+    assert!(most > 0 && most <= 32, "the worker had {most} threads");
+    client.stop(Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn processes_running_when_the_daemon_stops_finish_after_it_starts_again() {
+    let s = setup();
+    let client = DaemonClient::new(&s.storage, s.profile.instance().dir()).tied_to_this_process();
+    client.start(1).unwrap();
+    let count = s._work.path().join("executions");
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| {
+            let mut builder = add(&s, i, 1);
+            builder.option("sleep", 1).option("prepend_text", format!("echo {i} >> '{}'", count.display()));
+            aiida_daemon::submit(&s.storage, &builder).unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while nodes.iter().any(|n| Node::load(&s.storage, n.pk().unwrap()).unwrap().attribute("job_id").is_none()) {
+        assert!(Instant::now() < deadline, "not all submitted");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    client.stop(Duration::from_secs(5)).unwrap();
+    assert!(!client.is_daemon_running());
+    for node in &nodes {
+        assert!(!Node::load(&s.storage, node.pk().unwrap()).unwrap().is_sealed(), "stopped in the middle");
+    }
+    client.start(1).unwrap();
+    for (i, node) in nodes.iter().enumerate() {
+        let node = await_sealed(&s.storage, &client, node.pk().unwrap(), Duration::from_secs(20));
+        let sum = node.outgoing(&s.storage).unwrap().into_iter().find(|l| l.label == "sum").unwrap();
+        assert_eq!(sum.node.attribute("value"), Some(&json!(i as i64 + 1)));
+    }
+    let mut ran: Vec<String> = std::fs::read_to_string(&count).unwrap().lines().map(str::to_owned).collect();
+    ran.sort();
+    assert_eq!(ran, ["0", "1", "2"], "each job ran once");
+    client.stop(Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn two_daemons_of_two_instance_folders_serve_one_profile_together_running_each_process_once() {
+    let s = setup();
+    // A second instance folder naming the same database and repository: another machine's.
+    let other = tempfile::tempdir().unwrap();
+    let instance = aiida::config::Instance::at(other.path().join(".aiida"));
+    instance.update(|c| c.add_profile(s.profile.profile.clone())).unwrap();
+    let here = DaemonClient::new(&s.storage, s.profile.instance().dir()).tied_to_this_process();
+    let there = DaemonClient::new(&s.storage, instance.dir()).tied_to_this_process();
+    here.start(1).unwrap();
+    there.start(1).unwrap();
+    assert_ne!(here.worker_pids(), there.worker_pids());
+    let count = s._work.path().join("executions");
+    let nodes: Vec<Node> = (0..20)
+        .map(|i| {
+            let mut builder = add(&s, i, 1);
+            builder.option("prepend_text", format!("echo {i} >> '{}'", count.display()));
+            aiida_daemon::submit(&s.storage, &builder).unwrap()
+        })
+        .collect();
+    for node in &nodes {
+        let node = await_sealed(&s.storage, &here, node.pk().unwrap(), Duration::from_secs(30));
+        assert_eq!(node.attribute("exit_status"), Some(&json!(0)));
+    }
+    let mut ran: Vec<i64> = std::fs::read_to_string(&count).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+    ran.sort();
+    assert_eq!(ran, (0..20).collect::<Vec<i64>>(), "every process ran exactly once");
+    here.stop(Duration::from_secs(5)).unwrap();
+    there.stop(Duration::from_secs(5)).unwrap();
+}

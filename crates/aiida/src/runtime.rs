@@ -18,6 +18,7 @@ pub fn handle() -> &'static Handle {
         .get_or_init(|| {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
+                .max_blocking_threads(16)
                 .thread_name("aiida-io")
                 .enable_all()
                 .build()
