@@ -28,9 +28,16 @@ const SCHEMA: &str = "
         heartbeat timestamptz NOT NULL DEFAULT now()
     );";
 
-/// Makes sure the queue's tables exist.
+/// Makes sure the queue's tables exist (asked once per database in a process).
 pub(crate) async fn ensure_tables(storage: &Storage) -> Result<(), EngineError> {
+    static READY: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let config = storage.database()?;
+    let database = format!("{}:{}/{}", config.database_hostname, config.database_port, config.database_name);
+    if READY.lock().unwrap_or_else(|e| e.into_inner()).contains(&database) {
+        return Ok(());
+    }
     storage.execute_own_async(&format!("BEGIN; {SCHEMA} COMMIT;")).await?;
+    READY.lock().unwrap_or_else(|e| e.into_inner()).push(database);
     Ok(())
 }
 

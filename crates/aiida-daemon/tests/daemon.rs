@@ -232,3 +232,16 @@ fn two_daemons_of_two_instance_folders_serve_one_profile_together_running_each_p
     here.stop(Duration::from_secs(5)).unwrap();
     there.stop(Duration::from_secs(5)).unwrap();
 }
+
+#[test]
+fn cleaning_the_storage_empties_the_queue_too() {
+    let s = setup();
+    aiida_daemon::submit(&s.storage, &add(&s, 1, 2)).unwrap();
+    let queued = |storage: &Storage| {
+        let rows = aiida::runtime::block_on(storage.execute_own_async("SELECT count(*) FROM aiida_rs_process_queue"));
+        rows.unwrap()[0][0].clone().unwrap()
+    };
+    assert_eq!(queued(&s.storage), "1");
+    s.storage.clean().unwrap();
+    assert_eq!(queued(&s.storage), "0", "no queued pk may name a node of the next test");
+}

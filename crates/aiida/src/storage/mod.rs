@@ -157,11 +157,20 @@ fn empty_sql(settings: bool) -> &'static str {
     static SQL: [std::sync::OnceLock<String>; 2] = [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
     SQL[usize::from(settings)].get_or_init(|| {
         let settings: &[&str] = if settings { &["db_dbsetting"] } else { &[] };
-        schema::DATA_TABLES
+        let aiidas: String = schema::DATA_TABLES
             .iter()
             .chain(settings)
             .map(|t| format!("DELETE FROM {t}; SELECT setval(pg_get_serial_sequence('{t}', 'id'), 1, false);"))
-            .collect()
+            .collect();
+        // Our own tables beside aiida-core's (the daemon's queue) name its processes: emptied too.
+        format!(
+            "{aiidas} DO $$ DECLARE t text; BEGIN
+                 FOR t IN SELECT tablename FROM pg_tables
+                          WHERE schemaname = current_schema() AND tablename LIKE 'aiida\\_rs\\_%' LOOP
+                     EXECUTE format('DELETE FROM %I', t);
+                 END LOOP;
+             END $$;"
+        )
     })
 }
 
