@@ -56,6 +56,9 @@ pub struct DaemonClient {
     dir: PathBuf,
     /// End the workers when this process ends (the daemon of a test run).
     tied: bool,
+    /// The state changes of the profile's processes, listened to from the first wait on, until
+    /// the client (and its clones) drop.
+    changes: std::sync::Arc<tokio::sync::OnceCell<crate::wait::StateChanges>>,
 }
 
 impl DaemonClient {
@@ -67,6 +70,7 @@ impl DaemonClient {
             instance: instance.to_owned(),
             dir: instance.join("daemon"),
             tied: false,
+            changes: Default::default(),
         }
     }
 
@@ -186,7 +190,16 @@ impl DaemonClient {
         timeout: Duration,
     ) -> Result<aiida::orm::Node, crate::AwaitError> {
         let node = crate::submit(&self.storage, builder)?;
-        crate::await_state(&self.storage, node.pk().unwrap_or_default(), state, timeout).map_err(|e| match e {
+        let (storage, changes, pk, wanted) =
+            (self.storage.clone(), self.changes.clone(), node.pk().unwrap_or_default(), state.to_owned());
+        let waited = aiida::runtime::block_on(aiida::runtime::on_runtime(async move {
+            let changes = changes
+                .get_or_try_init(|| crate::wait::StateChanges::open(&storage))
+                .await
+                .map_err(|reason| crate::AwaitError::Listen { pk, reason })?;
+            crate::wait::wait_for(&storage, changes, pk, &wanted, timeout).await
+        }));
+        waited.map_err(|e| match e {
             crate::AwaitError::Timeout { pk, state, wanted, seconds, report } => {
                 let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(20).collect();

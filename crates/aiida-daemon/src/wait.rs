@@ -59,47 +59,95 @@ const TERMINAL: [&str; 3] = ["finished", "excepted", "killed"];
 pub fn await_state(storage: &Storage, pk: i32, state: &str, timeout: Duration) -> Result<Node, AwaitError> {
     let (storage, wanted) = (storage.clone(), state.to_owned());
     aiida::runtime::block_on(aiida::runtime::on_runtime(async move {
-        let fail = |reason: String| AwaitError::Listen { pk, reason };
-        let (tx, mut notes) = tokio::sync::mpsc::unbounded_channel();
-        // Listening before looking: a change between the two is not missed.
-        let _listener = listen_to(&storage, PROCESS_STATE_CHANNEL, tx).await.map_err(fail)?;
-        let deadline = Instant::now() + timeout;
-        let prefix = format!("{pk} ");
+        let changes = StateChanges::open(&storage).await.map_err(|reason| AwaitError::Listen { pk, reason })?;
+        wait_for(&storage, &changes, pk, &wanted, timeout).await
+    }))
+}
+
+/// [`await_state`] on notifications that `changes` already listens to.
+pub(crate) async fn wait_for(
+    storage: &Storage,
+    changes: &StateChanges,
+    pk: i32,
+    wanted: &str,
+    timeout: Duration,
+) -> Result<Node, AwaitError> {
+    let wanted = wanted.to_owned();
+    let fail = |reason: String| AwaitError::Listen { pk, reason };
+    // Subscribed before looking: a change between the two is not missed.
+    let mut notes = changes.subscribe();
+    let deadline = Instant::now() + timeout;
+    let prefix = format!("{pk} ");
+    loop {
+        let node = Node::load_async(storage, pk).await.map_err(|e| fail(aiida::report::Chain(&e).to_string()))?;
+        let current = node.attribute("process_state").and_then(|v| v.as_str()).unwrap_or("created").to_owned();
+        if current == wanted {
+            return Ok(node);
+        }
+        if TERMINAL.contains(&current.as_str()) {
+            let detail = match (node.attribute("exit_status"), node.attribute("exception")) {
+                (Some(status), _) => format!(" [{status}]"),
+                (_, Some(exception)) => format!(": {}", exception.as_str().unwrap_or_default()),
+                _ => String::new(),
+            };
+            return Err(AwaitError::Ended { pk, state: current, detail, wanted });
+        }
         loop {
-            let node = Node::load_async(&storage, pk).await.map_err(|e| fail(aiida::report::Chain(&e).to_string()))?;
-            let current = node.attribute("process_state").and_then(|v| v.as_str()).unwrap_or("created").to_owned();
-            if current == wanted {
-                return Ok(node);
-            }
-            if TERMINAL.contains(&current.as_str()) {
-                let detail = match (node.attribute("exit_status"), node.attribute("exception")) {
-                    (Some(status), _) => format!(" [{status}]"),
-                    (_, Some(exception)) => format!(": {}", exception.as_str().unwrap_or_default()),
-                    _ => String::new(),
-                };
-                return Err(AwaitError::Ended { pk, state: current, detail, wanted });
-            }
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(left, notes.recv()).await {
-                    Ok(Some(note)) if note.starts_with(&prefix) => break,
-                    Ok(Some(_)) => continue,
-                    Ok(None) => return Err(fail("the notification connection closed".to_owned())),
-                    Err(_) => {
-                        let logs = Log::of_async(&storage, &node).await.unwrap_or_default();
-                        let report: String =
-                            logs.iter().map(|l| format!("\n  {} {}: {}", l.time, l.levelname, l.message)).collect();
-                        let report = if report.is_empty() { String::new() } else { format!("; its report:{report}") };
-                        return Err(AwaitError::Timeout {
-                            pk,
-                            state: current,
-                            wanted,
-                            seconds: timeout.as_secs_f64(),
-                            report,
-                        });
-                    }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, notes.recv()).await {
+                Ok(Ok(note)) if note.starts_with(&prefix) => break,
+                Ok(Ok(_)) => continue,
+                // Notifications were missed: look again.
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => break,
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                    return Err(fail("the notification connection closed".to_owned()));
+                }
+                Err(_) => {
+                    let logs = Log::of_async(storage, &node).await.unwrap_or_default();
+                    let report: String =
+                        logs.iter().map(|l| format!("\n  {} {}: {}", l.time, l.levelname, l.message)).collect();
+                    let report = if report.is_empty() { String::new() } else { format!("; its report:{report}") };
+                    return Err(AwaitError::Timeout {
+                        pk,
+                        state: current,
+                        wanted,
+                        seconds: timeout.as_secs_f64(),
+                        report,
+                    });
                 }
             }
         }
-    }))
+    }
+}
+
+/// The state changes of the processes of a database, from a listening connection of their own
+/// (closed when this is dropped), for any number of waiters.
+pub(crate) struct StateChanges {
+    sender: tokio::sync::broadcast::Sender<String>,
+    _listener: crate::worker::Listener,
+}
+
+impl StateChanges {
+    pub(crate) async fn open(storage: &Storage) -> Result<StateChanges, String> {
+        let (forward, mut payloads) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let listener = listen_to(storage, PROCESS_STATE_CHANNEL, forward).await?;
+        let (sender, _) = tokio::sync::broadcast::channel(1024);
+        let relay = sender.clone();
+        tokio::spawn(async move {
+            while let Some(payload) = payloads.recv().await {
+                let _ = relay.send(payload);
+            }
+        });
+        Ok(StateChanges { sender, _listener: listener })
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.sender.subscribe()
+    }
+}
+
+impl std::fmt::Debug for StateChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateChanges").finish_non_exhaustive()
+    }
 }
