@@ -175,6 +175,39 @@ fn client(context: &Context, name: Option<&str>) -> Result<(Profile, DaemonClien
     Ok((profile, client))
 }
 
+/// What `verdi process list` ends with: whether the daemon runs, and how loaded its workers are.
+pub(crate) fn load_report(
+    storage: &aiida::storage::Storage,
+    context: &Context,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let client = DaemonClient::new(storage, context.instance().dir());
+    if !client.is_daemon_running() {
+        write_line(out, "Warning: The daemon is not running".to_owned());
+        return Ok(());
+    }
+    write_line(out, "Report: Checking daemon load... OK".to_owned());
+    let workers = client.worker_pids().into_iter().filter(|pid| ProcInfo::read(*pid).is_some()).count();
+    if workers == 0 {
+        write_line(out, "Warning: The daemon has no active workers!".to_owned());
+        write_line(out, "Warning: Increase the number of workers with `verdi daemon incr`.".to_owned());
+        return Ok(());
+    }
+    let slots = storage.profile().options().get("daemon.worker_process_slots").and_then(serde_json::Value::as_u64);
+    let active = crate::load::processes()
+        .attribute("process_state", aiida::orm::query::Op::In, serde_json::json!(["created", "waiting", "running"]))
+        .count(storage)?;
+    let load = active as f64 / (workers as f64 * slots.unwrap_or(200) as f64);
+    let percent = load * 100.0;
+    if load > 0.9 {
+        write_line(out, format!("Warning: {percent:.0}% of the available daemon worker slots have been used!"));
+        write_line(out, "Warning: Increase the number of workers with `verdi daemon incr`.".to_owned());
+    } else {
+        write_line(out, format!("Report: Using {percent:.0}% of the available daemon worker slots."));
+    }
+    Ok(())
+}
+
 /// The client of the chosen profile's daemon, which must be running (aiida's `only_if_daemon_running`).
 fn running_client(context: &Context) -> Result<(Profile, DaemonClient), CliError> {
     let (profile, client) = client(context, None)?;

@@ -116,6 +116,11 @@ fn verdi_starts_workers_that_serve_and_outlive_it_and_stops_them() {
         panic!("{err}\ndaemon log:\n{log}")
     });
     assert_eq!(done.attribute("exit_status"), Some(&json!(0)));
+    let list = e.ok(&["process", "list"]);
+    assert!(
+        list.ends_with("Report: Checking daemon load... OK\nReport: Using 0% of the available daemon worker slots.\n"),
+        "{list}"
+    );
 
     // More workers, fewer: `decr` stops the newest.
     e.verdi().args(["daemon", "incr", "2"]).assert().success().stdout("Starting 2 daemon workers... OK\n");
