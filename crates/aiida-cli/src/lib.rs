@@ -15,6 +15,7 @@ use aiida::storage::{Storage, StorageError};
 mod calcjob;
 mod code;
 mod computer;
+mod daemon;
 mod data;
 mod group;
 mod load;
@@ -29,6 +30,7 @@ mod user;
 use calcjob::CalcjobCommand;
 use code::CodeCommand;
 use computer::ComputerCommand;
+use daemon::DaemonCommand;
 use group::GroupCommand;
 use node::NodeCommand;
 use plugin::PluginCommand;
@@ -65,6 +67,10 @@ pub enum CliError {
     /// with 1 and prints nothing more.
     #[error("the command failed (its output says why)")]
     Reported,
+    /// The same, with this exit code (`verdi daemon status` exits with 3 when a daemon is not
+    /// running).
+    #[error("the command failed with exit code {0} (its output says why)")]
+    Exit(u8),
 }
 
 /// The command line interface to AiiDA.
@@ -111,6 +117,9 @@ enum Command {
     /// Inspect and manage calcjobs.
     #[command(subcommand)]
     Calcjob(CalcjobCommand),
+    /// Inspect and manage the daemon.
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
     /// Inspect, create and manage data nodes (commands come from plugins: `aiida.cmdline.data`).
     Data {
         /// The data command (an entry point of `aiida.cmdline.data`) and its arguments.
@@ -193,6 +202,7 @@ pub fn run(verdi: Verdi, instance: &Instance, out: &mut dyn Write) -> Result<(),
         Command::Code(command) => code::run(command, &context, out),
         Command::Process(command) => process::run(command, &context, out),
         Command::Calcjob(command) => calcjob::run(command, &context, out),
+        Command::Daemon(command) => daemon::run(command, &context, out),
         Command::Data { args } => data::run(&args, &context, out),
     }
 }
@@ -237,6 +247,7 @@ pub fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
         Err(CliError::Reported) => std::process::ExitCode::FAILURE,
+        Err(CliError::Exit(code)) => std::process::ExitCode::from(code),
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "Error: {:#}", aiida::report::Chain(&e));
             std::process::ExitCode::FAILURE

@@ -328,7 +328,7 @@ pub(crate) struct ListArgs {
 /// Runs `verdi process ...`.
 pub(crate) fn run(command: ProcessCommand, context: &Context, out: &mut dyn Write) -> Result<(), CliError> {
     match command {
-        ProcessCommand::List(args) => list(&context.storage()?, *args, out),
+        ProcessCommand::List(args) => list(&context.storage()?, context, *args, out),
         ProcessCommand::Show { processes, most_recent_node } => {
             let storage = context.storage()?;
             for process in selected(&storage, &processes, most_recent_node)? {
@@ -384,7 +384,7 @@ fn selected(storage: &Storage, processes: &[String], most_recent_node: bool) -> 
     }
 }
 
-fn list(storage: &Storage, args: ListArgs, out: &mut dyn Write) -> Result<(), CliError> {
+fn list(storage: &Storage, context: &Context, args: ListArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let mut query = load::processes();
     let states: Vec<&str> = if args.process_state.is_empty() {
         ACTIVE_STATES.to_vec()
@@ -437,9 +437,7 @@ fn list(storage: &Storage, args: ListArgs, out: &mut dyn Write) -> Result<(), Cl
         write_line(out, "Report: Add the option `-P pk cached_from` to the command to display cache source.".into());
     }
     write_line(out, last_state_change(storage)?);
-    // This engine has no daemon (yet): what aiida-core says when its daemon is not running.
-    write_line(out, "Warning: The daemon is not running".to_owned());
-    Ok(())
+    crate::daemon::load_report(storage, context, out)
 }
 
 /// `Last time an entry changed state: 3s ago (at 02:02:15 on 2026-12-06)`, from the settings the

@@ -97,6 +97,11 @@ impl DaemonClient {
 
     /// The pids of the workers this client knows (from their pid files), alive or not.
     pub fn worker_pids(&self) -> Vec<u32> {
+        self.indexed_pids().into_iter().map(|(_, pid)| pid).collect()
+    }
+
+    /// The workers' numbers and pids, by number.
+    fn indexed_pids(&self) -> Vec<(usize, u32)> {
         let mut pids: Vec<(usize, u32)> = std::fs::read_dir(&self.dir)
             .into_iter()
             .flatten()
@@ -109,7 +114,7 @@ impl DaemonClient {
             })
             .collect();
         pids.sort();
-        pids.into_iter().map(|(_, pid)| pid).collect()
+        pids
     }
 
     /// Starts `workers` more workers (the daemon's first ones, or more); returns once each serves
@@ -209,6 +214,28 @@ impl DaemonClient {
             }
             other => other,
         })
+    }
+
+    /// Stops the `workers` highest-numbered workers (SIGTERM, SIGKILL after `timeout`) and removes
+    /// their pid files (`verdi daemon decr`); the others keep serving. Returns how many it stopped.
+    pub fn decrease(&self, workers: usize, timeout: Duration) -> Result<usize, DaemonError> {
+        let mut indexed = self.indexed_pids();
+        let stopping = indexed.split_off(indexed.len().saturating_sub(workers));
+        for (_, pid) in &stopping {
+            signal(*pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + timeout;
+        while stopping.iter().any(|(_, pid)| alive(*pid)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for (_, pid) in stopping.iter().filter(|(_, pid)| alive(*pid)) {
+            signal(*pid, libc::SIGKILL);
+        }
+        for (index, _) in &stopping {
+            let pid_file = self.pid_file(*index);
+            std::fs::remove_file(&pid_file).map_err(io("remove", &pid_file))?;
+        }
+        Ok(stopping.len())
     }
 
     /// Stops the workers (SIGTERM, SIGKILL after `timeout`) and removes their pid files; their

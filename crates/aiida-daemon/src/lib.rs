@@ -17,3 +17,15 @@ mod worker;
 pub use client::{DaemonClient, DaemonError};
 pub use queue::submit;
 pub use wait::{AwaitError, await_state};
+
+/// Runs a daemon worker of profile `profile` (configured in the instance folder `instance`) in this
+/// process, in the foreground, until it is told to stop (SIGTERM, SIGINT): `verdi daemon worker`.
+/// It serves the entry points linked into this executable.
+pub fn run_worker(instance: &std::path::Path, profile: &str) -> Result<(), String> {
+    worker::run(worker::WorkerSpec {
+        instance: instance.to_owned(),
+        profile: profile.to_owned(),
+        parent: None,
+        scope: None,
+    })
+}
