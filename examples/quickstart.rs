@@ -80,6 +80,23 @@ fn quickstart() -> Result<()> {
         Ok(aiida_engine::run(&profile, &builder)?)
     })?;
     println!("             sum = {}", outputs["sum"].attribute("value").cloned().unwrap_or_default());
+    let daemon = step("start a daemon worker (this program run again, serving the profile)", || {
+        let daemon = aiida_daemon::DaemonClient::new(&profile, profile.instance().dir()).tied_to_this_process();
+        daemon.start(1)?;
+        Ok(daemon)
+    })?;
+    let node = step("submit core.arithmetic.add 20 + 22 to the daemon and await it", || {
+        let mut builder = ProcessBuilder::for_code(&code)?;
+        builder.value("x", 20).value("y", 22);
+        Ok(daemon.submit_and_await(&builder, "finished", std::time::Duration::from_secs(20))?)
+    })?;
+    println!(
+        "             process {} finished [{}] on worker {:?}",
+        node.pk().unwrap_or_default(),
+        node.attribute("exit_status").cloned().unwrap_or_default(),
+        daemon.worker_pids()
+    );
+    step("stop the daemon", || Ok(daemon.stop(std::time::Duration::from_secs(5))?))?;
     let other = step("the second profile sees none of it", || Ok(QueryBuilder::nodes().count(&again)?))?;
     assert_eq!(other, 0, "profiles are isolated");
     step("clean the first profile (as aiida_profile_clean does)", || Ok(profile.clean()?))?;

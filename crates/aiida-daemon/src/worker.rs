@@ -62,6 +62,8 @@ fn intercept_worker() {
 
 /// Runs a worker until it is told to stop (SIGTERM, SIGINT) or its parent ends.
 pub(crate) fn run(spec: WorkerSpec) -> Result<(), String> {
+    // The worker's stderr is the daemon log.
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).try_init();
     let chain = |e: &(dyn std::error::Error + 'static)| aiida::report::Chain(e).to_string();
     let profile = Instance::at(&spec.instance).load().and_then(|c| c.profile(&spec.profile)).map_err(|e| chain(&e))?;
     let storage = Storage::open(&profile).map_err(|e| chain(&e))?;
@@ -106,11 +108,12 @@ async fn serve(storage: Storage, parent: Option<u32>) -> Result<(), String> {
     loop {
         while let Some(pk) = claim(&storage, &id).await.map_err(|e| chain(&e))? {
             let (storage, id) = (storage.clone(), id.clone());
+            tracing::info!(pk, "continuing process");
             processes.spawn(async move {
                 let result = aiida_engine::continue_process_async(&storage, pk).await;
-                if let Err(e) = &result {
-                    // The worker's stderr is the daemon log.
-                    eprintln!("{} process {pk}: {}", chrono_now(), aiida::report::Chain(e));
+                match &result {
+                    Ok((_, node)) => tracing::info!(pk, state = ?node.attribute("process_state"), "process ended"),
+                    Err(e) => tracing::warn!(pk, "process ended: {}", aiida::report::Chain(e)),
                 }
                 let _ = storage
                     .execute_own_async(&format!(
@@ -233,10 +236,4 @@ fn alive(pid: u32) -> bool {
     // SAFETY: kill with signal 0 only checks that the process exists.
     let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
     unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
-}
-
-/// Now, for the log's lines.
-fn chrono_now() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    format!("[{}.{:03}]", now.as_secs(), now.subsec_millis())
 }
