@@ -128,8 +128,11 @@ async fn serve(storage: Storage, parent: Option<u32>) -> Result<(), String> {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             Some(_) = processes.join_next() => {}
             _ = beat.tick() => {
-                let _ = storage
-                    .execute_own_async(&format!("UPDATE aiida_rs_daemon_worker SET heartbeat = now() WHERE id = {}", literal(&id)))
+                // On the listening connection, not the pool: hundreds of busy processes must not
+                // delay it past the timeout, after which others take this worker's processes.
+                let _ = listener
+                    .client
+                    .batch_execute(&format!("UPDATE aiida_rs_daemon_worker SET heartbeat = now() WHERE id = {}", literal(&id)))
                     .await;
                 if parent.is_some_and(|pid| !alive(pid)) {
                     tracing::info!(worker = %id, "the process that started the daemon ended; stopping");
@@ -164,7 +167,7 @@ async fn claim(storage: &Storage, id: &str) -> Result<Option<i32>, aiida::storag
         .execute_own_async(&format!(
             "UPDATE aiida_rs_process_queue SET worker = {id}, claimed = now() WHERE process_id = (
                  SELECT process_id FROM aiida_rs_process_queue
-                 WHERE worker IS NULL OR worker NOT IN (
+                 WHERE worker IS NULL OR worker <> {id} AND worker NOT IN (
                      SELECT w.id FROM aiida_rs_daemon_worker w
                      WHERE w.heartbeat > now() - interval '{HEARTBEAT_TIMEOUT_SECONDS} seconds')
                  ORDER BY queued FOR UPDATE SKIP LOCKED LIMIT 1)
@@ -178,7 +181,7 @@ async fn claim(storage: &Storage, id: &str) -> Result<Option<i32>, aiida::storag
 /// A connection of its own that listens on the queue's channel and wakes the worker; it stops
 /// listening when dropped.
 pub(crate) struct Listener {
-    _client: tokio_postgres::Client,
+    client: tokio_postgres::Client,
     driver: tokio::task::JoinHandle<()>,
 }
 
@@ -229,7 +232,7 @@ pub(crate) async fn listen_to(
         }
     });
     client.batch_execute(&format!("LISTEN {channel}")).await.map_err(|e| e.to_string())?;
-    Ok(Listener { _client: client, driver })
+    Ok(Listener { client, driver })
 }
 
 fn alive(pid: u32) -> bool {

@@ -159,7 +159,16 @@ fn two_hundred_submissions_finish_on_one_worker_with_few_threads() {
             assert!(Instant::now() < deadline, "process {pk} did not finish");
             std::thread::sleep(Duration::from_millis(5));
         };
-        let sum = node.outgoing(&s.storage).unwrap().into_iter().find(|l| l.label == "sum").unwrap();
+        let sum = node.outgoing(&s.storage).unwrap().into_iter().find(|l| l.label == "sum");
+        let sum = sum.unwrap_or_else(|| {
+            panic!(
+                "process {pk} ended without sum: {:?} {:?} {:?}; daemon log:\n{}",
+                node.attribute("process_state"),
+                node.attribute("exit_status"),
+                node.attribute("exception"),
+                std::fs::read_to_string(client.log_path()).unwrap_or_default()
+            )
+        });
         assert_eq!(sum.node.attribute("value"), Some(&json!(i as i64 + 1)));
     }
     println!("the worker had at most {most} threads for 200 processes");
