@@ -261,7 +261,8 @@ impl DaemonClient {
     }
 }
 
-fn alive(pid: u32) -> bool {
+/// Whether process `pid` runs (a zombie, ended but not reaped, does not).
+pub(crate) fn alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
     // A zombie (ended, not yet reaped) counts as gone.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

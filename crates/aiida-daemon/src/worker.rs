@@ -134,7 +134,7 @@ async fn serve(storage: Storage, parent: Option<u32>) -> Result<(), String> {
                     .client
                     .batch_execute(&format!("UPDATE aiida_rs_daemon_worker SET heartbeat = now() WHERE id = {}", literal(&id)))
                     .await;
-                if parent.is_some_and(|pid| !alive(pid)) {
+                if parent.is_some_and(|pid| !crate::client::alive(pid)) {
                     tracing::info!(worker = %id, "the process that started the daemon ended; stopping");
                     break;
                 }
@@ -233,10 +233,4 @@ pub(crate) async fn listen_to(
     });
     client.batch_execute(&format!("LISTEN {channel}")).await.map_err(|e| e.to_string())?;
     Ok(Listener { client, driver })
-}
-
-fn alive(pid: u32) -> bool {
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
-    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
 }

@@ -254,3 +254,55 @@ fn cleaning_the_storage_empties_the_queue_too() {
     s.storage.clean().unwrap();
     assert_eq!(queued(&s.storage), "0", "no queued pk may name a node of the next test");
 }
+
+/// Where the parent test tells the child below which instance folder to use.
+const CHILD_INSTANCE: &str = "AIIDA_DAEMON_TEST_INSTANCE";
+
+#[test]
+fn workers_end_when_the_process_that_started_them_is_killed() {
+    use std::io::BufRead;
+    let s = setup();
+    // The child: this test binary running the ignored test below, which starts two workers.
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "daemon_starter_child", "--nocapture", "--test-threads", "1"])
+        .env(CHILD_INSTANCE, s.profile.instance().dir())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pids = Vec::new();
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        // (libtest may print the test's name on the same line first.)
+        if let Some((_, list)) = line.split_once("WORKERS ") {
+            pids = list.split(',').map(|p| p.parse::<u32>().unwrap()).collect();
+            break;
+        }
+    }
+    assert_eq!(pids.len(), 2, "the child started its workers");
+    assert!(pids.iter().all(|pid| alive(*pid)));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|pid| alive(*pid)) {
+        assert!(Instant::now() < deadline, "workers outlived the killed test process: {pids:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Run by the test above in a process of its own, which it kills (ignored otherwise).
+#[test]
+#[ignore = "run by workers_end_when_the_process_that_started_them_is_killed"]
+fn daemon_starter_child() {
+    let instance = aiida::config::Instance::at(std::env::var(CHILD_INSTANCE).expect("started by the parent test"));
+    let profile = instance.load().unwrap().profile("test").unwrap();
+    let storage = Storage::open(&profile).unwrap();
+    let client = DaemonClient::new(&storage, instance.dir()).tied_to_this_process();
+    client.start(2).unwrap();
+    let pids: Vec<String> = client.worker_pids().iter().map(u32::to_string).collect();
+    println!("WORKERS {}", pids.join(","));
+    // Until the parent kills this process (a minute at most).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
