@@ -22,6 +22,9 @@ pub(crate) fn worker_env() -> &'static str {
     WORKER_ENV
 }
 
+/// The first key of the advisory locks under which processes run (the second is the pk).
+const LOCK_CLASS: i32 = 73461;
+
 /// What a worker serves.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct WorkerSpec {
@@ -97,7 +100,8 @@ async fn serve(storage: Storage, parent: Option<u32>) -> Result<(), String> {
         .map_err(|e| chain(&e))?;
     // Woken by notifications on a connection of its own.
     let (wake, mut woken) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let listener = listen(&storage, wake).await.map_err(|e| format!("cannot listen for submissions: {e}"))?;
+    let listener =
+        std::sync::Arc::new(listen(&storage, wake).await.map_err(|e| format!("cannot listen for submissions: {e}"))?);
     let mut term =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int =
@@ -107,7 +111,21 @@ async fn serve(storage: Storage, parent: Option<u32>) -> Result<(), String> {
     tracing::info!(worker = %id, "serving");
     loop {
         while let Some(pk) = claim(&storage, &id).await.map_err(|e| chain(&e))? {
-            let (storage, id) = (storage.clone(), id.clone());
+            // A process runs only under its lock, held by the session of the worker running it:
+            // a worker whose claims were taken over while it still runs (it missed its heartbeats)
+            // keeps the lock, and no one else runs the process meanwhile; a worker that died lost
+            // its session, and the lock with it.
+            let locked = listener
+                .client
+                .query_one(&format!("SELECT pg_try_advisory_lock({LOCK_CLASS}, {pk})"), &[])
+                .await
+                .map(|row| row.get::<_, bool>(0))
+                .unwrap_or(false);
+            if !locked {
+                tracing::warn!(pk, "another worker runs this process still; leaving it to that one");
+                continue;
+            }
+            let (storage, id, listener) = (storage.clone(), id.clone(), listener.clone());
             tracing::info!(pk, "continuing process");
             processes.spawn(async move {
                 let result = aiida_engine::continue_process_async(&storage, pk).await;
@@ -121,6 +139,7 @@ async fn serve(storage: Storage, parent: Option<u32>) -> Result<(), String> {
                         literal(&id)
                     ))
                     .await;
+                let _ = listener.client.batch_execute(&format!("SELECT pg_advisory_unlock({LOCK_CLASS}, {pk})")).await;
             });
         }
         tokio::select! {
