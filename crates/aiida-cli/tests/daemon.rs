@@ -6,37 +6,18 @@ mod common;
 
 use std::time::Duration;
 
-use aiida::orm::data::installed_code;
-use aiida::orm::{Computer, Node, User};
-use aiida::storage::Storage;
 use aiida_engine::ProcessBuilder;
 use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::json;
 
-use common::{TestProfile, aiida_template};
+use common::{LocalSetup, TestProfile};
 
 /// A temporary profile with a local computer and a code for `core.arithmetic.add`.
-struct Env {
-    profile: TestProfile,
-    storage: Storage,
-    _work: tempfile::TempDir,
-    code: Node,
-}
+type Env = LocalSetup;
 
 fn env() -> Env {
-    let profile = TestProfile::new(&aiida_template());
-    let storage = Storage::initialise(&profile.profile).unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let mut computer = Computer::new("localhost", "localhost", "core.local", "core.direct")
-        .with_workdir(work.path().to_string_lossy())
-        .with_minimum_poll_interval(0.0);
-    computer.store(&storage).unwrap();
-    let no_login_shell = json!({"use_login_shell": false}).as_object().unwrap().clone();
-    computer.configure(&storage, &User::default_user(&storage).unwrap(), no_login_shell).unwrap();
-    let mut code = installed_code(&computer, "/bin/bash", "bash", Some("core.arithmetic.add")).unwrap();
-    code.store(&storage).unwrap();
-    Env { profile, storage, _work: work, code }
+    LocalSetup::new(&[])
 }
 
 impl Env {

@@ -5,35 +5,18 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use aiida::orm::data::installed_code;
-use aiida::orm::{Computer, Node, User};
+use aiida::orm::Node;
 use aiida::storage::Storage;
 use aiida_daemon::DaemonClient;
 use aiida_engine::ProcessBuilder;
 use serde_json::json;
 
-use crate::common::{TestProfile, aiida_template};
+use crate::common::LocalSetup;
 
-struct Setup {
-    profile: TestProfile,
-    storage: Storage,
-    _work: tempfile::TempDir,
-    code: Node,
-}
+type Setup = LocalSetup;
 
 fn setup() -> Setup {
-    let profile = TestProfile::new(&aiida_template());
-    let storage = Storage::initialise(&profile.profile).unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let mut computer = Computer::new("localhost", "localhost", "core.local", "core.direct")
-        .with_workdir(work.path().to_string_lossy())
-        .with_minimum_poll_interval(0.0);
-    computer.store(&storage).unwrap();
-    let no_login_shell = json!({"use_login_shell": false}).as_object().unwrap().clone();
-    computer.configure(&storage, &User::default_user(&storage).unwrap(), no_login_shell).unwrap();
-    let mut code = installed_code(&computer, "/bin/bash", "bash", Some("core.arithmetic.add")).unwrap();
-    code.store(&storage).unwrap();
-    Setup { profile, storage, _work: work, code }
+    LocalSetup::new(&[])
 }
 
 fn add(s: &Setup, x: i64, y: i64) -> ProcessBuilder {
@@ -105,7 +88,7 @@ fn a_calculation_whose_worker_is_killed_finishes_on_another_with_its_job_run_onc
     let s = setup();
     let client = DaemonClient::new(&s.storage, s.profile.instance().dir()).tied_to_this_process();
     client.start(2).unwrap();
-    let count = s._work.path().join("executions");
+    let count = s.work.path().join("executions");
     let mut builder = add(&s, 1, 2);
     builder.option("sleep", 2).option("prepend_text", format!("echo ran >> '{}'", count.display()));
     let node = aiida_daemon::submit(&s.storage, &builder).unwrap();
@@ -181,7 +164,7 @@ fn processes_running_when_the_daemon_stops_finish_after_it_starts_again() {
     let s = setup();
     let client = DaemonClient::new(&s.storage, s.profile.instance().dir()).tied_to_this_process();
     client.start(1).unwrap();
-    let count = s._work.path().join("executions");
+    let count = s.work.path().join("executions");
     let nodes: Vec<Node> = (0..3)
         .map(|i| {
             let mut builder = add(&s, i, 1);
@@ -223,7 +206,7 @@ fn two_daemons_of_two_instance_folders_serve_one_profile_together_running_each_p
     here.start(1).unwrap();
     there.start(1).unwrap();
     assert_ne!(here.worker_pids(), there.worker_pids());
-    let count = s._work.path().join("executions");
+    let count = s.work.path().join("executions");
     let nodes: Vec<Node> = (0..20)
         .map(|i| {
             let mut builder = add(&s, i, 1);

@@ -15,39 +15,19 @@ use aiida_engine::transport::{LocalTransportType, Transport, TransportError, Tra
 use aiida_engine::{EngineError, ExitCode, ProcessBuilder, run_get_node};
 use serde_json::{Value, json};
 
-use crate::common::{TestProfile, aiida_template};
+use crate::common::{LocalSetup, no_login_shell};
 
-/// A profile with a configured `core.local` + `core.direct` computer and a `/bin/bash` code.
-struct Setup {
-    _profile: TestProfile,
-    storage: Storage,
-    work: tempfile::TempDir,
-    computer: Computer,
-    code: Node,
-}
+/// A profile with a configured `core.local` + `core.direct` computer and a `/bin/bash` code, whose
+/// failed transport tasks are retried quickly. Commands run without a login shell, so that the
+/// suite's time does not depend on the start-up files of whoever runs it (one test runs with
+/// aiida's default, a login shell).
+type Setup = LocalSetup;
 
 fn setup() -> Setup {
-    let profile = TestProfile::new(&aiida_template());
-    let mut options = profile.profile.clone();
-    // Failed transport tasks are retried quickly in these tests.
-    options.set_option("transport.task_retry_initial_interval", json!(0.01));
-    options.set_option("transport.task_maximum_attempts", json!(2));
-    let storage = Storage::initialise(&options).unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let mut computer = Computer::new("localhost", "localhost", "core.local", "core.direct")
-        .with_workdir(work.path().to_string_lossy())
-        .with_minimum_poll_interval(0.0);
-    computer.store(&storage).unwrap();
-    // No login shell: the suite's time does not depend on the start-up files of whoever runs it
-    // (one test runs with aiida's default, a login shell).
-    computer.configure(&storage, &User::default_user(&storage).unwrap(), no_login_shell()).unwrap();
-    let mut code = installed_code(&computer, "/bin/bash", "bash", Some("core.arithmetic.add")).unwrap();
-    code.store(&storage).unwrap();
-    Setup { _profile: profile, storage, work, computer, code }
-}
-
-fn no_login_shell() -> serde_json::Map<String, Value> {
-    json!({"use_login_shell": false}).as_object().unwrap().clone()
+    LocalSetup::new(&[
+        ("transport.task_retry_initial_interval", json!(0.01)),
+        ("transport.task_maximum_attempts", json!(2)),
+    ])
 }
 
 fn add(setup: &Setup, x: impl Into<Value>, y: impl Into<Value>) -> ProcessBuilder {

@@ -55,3 +55,45 @@ impl TestProfile {
         self.dir.path().join("repository")
     }
 }
+
+/// A temporary profile with a `core.local` + `core.direct` computer `localhost` (configured
+/// without a login shell, working in a scratch folder, polled without delay) and a `/bin/bash`
+/// code `bash` whose default calculation is `core.arithmetic.add`: what the engine's, the
+/// daemon's and verdi's tests run calculations on.
+pub struct LocalSetup {
+    pub profile: TestProfile,
+    pub storage: aiida::storage::Storage,
+    pub work: tempfile::TempDir,
+    pub computer: aiida::orm::Computer,
+    pub code: aiida::orm::Node,
+}
+
+impl LocalSetup {
+    /// The setup, with profile options `options` (e.g. quick retries).
+    pub fn new(options: &[(&str, serde_json::Value)]) -> LocalSetup {
+        let profile = TestProfile::new(&aiida_template());
+        let mut with_options = profile.profile.clone();
+        for (key, value) in options {
+            with_options.set_option(*key, value.clone());
+        }
+        let storage = aiida::storage::Storage::initialise(&with_options).unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let mut computer = aiida::orm::Computer::new("localhost", "localhost", "core.local", "core.direct")
+            .with_workdir(work.path().to_string_lossy())
+            .with_minimum_poll_interval(0.0);
+        computer.store(&storage).unwrap();
+        let user = aiida::orm::User::default_user(&storage).unwrap();
+        computer.configure(&storage, &user, no_login_shell()).unwrap();
+        let mut code =
+            aiida::orm::data::installed_code(&computer, "/bin/bash", "bash", Some("core.arithmetic.add")).unwrap();
+        code.store(&storage).unwrap();
+        LocalSetup { profile, storage, work, computer, code }
+    }
+}
+
+/// Authentication parameters of a `core.local` computer that runs commands without a login shell.
+pub fn no_login_shell() -> serde_json::Map<String, serde_json::Value> {
+    let mut params = serde_json::Map::new();
+    params.insert("use_login_shell".into(), serde_json::Value::Bool(false));
+    params
+}
