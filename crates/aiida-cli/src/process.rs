@@ -58,6 +58,14 @@ pub(crate) enum ProcessCommand {
         /// Processes: pk, UUID or label.
         processes: Vec<String>,
     },
+    /// Kill running processes.
+    Kill {
+        /// Processes: pk, UUID or label.
+        processes: Vec<String>,
+        /// Time in seconds to wait for a response before timing out.
+        #[arg(short = 't', long, default_value_t = 10.0)]
+        timeout: f64,
+    },
 }
 
 /// aiida's log levels.
@@ -328,6 +336,26 @@ pub(crate) struct ListArgs {
 /// Runs `verdi process ...`.
 pub(crate) fn run(command: ProcessCommand, context: &Context, out: &mut dyn Write) -> Result<(), CliError> {
     match command {
+        ProcessCommand::Kill { processes, timeout } => {
+            let storage = context.storage()?;
+            for process in selected(&storage, &processes, false)? {
+                let pk = process.pk().unwrap_or_default();
+                if process.is_sealed() {
+                    write_line(out, format!("Error: Process<{pk}> is already terminated."));
+                    continue;
+                }
+                let timeout = std::time::Duration::from_secs_f64(timeout.max(0.0));
+                match aiida_daemon::kill(&storage, pk, aiida_daemon::KILLED_BY_VERDI, timeout) {
+                    Ok(_) => write_line(out, format!("Success: Request to kill Process<{pk}> processed.")),
+                    Err(aiida_daemon::AwaitError::Timeout { .. }) => write_line(
+                        out,
+                        format!("Error: Call to kill Process<{pk}> timed out after {}s.", timeout.as_secs_f64()),
+                    ),
+                    Err(e) => write_line(out, format!("Error: Problem killing Process<{pk}>: {e}")),
+                }
+            }
+            Ok(())
+        }
         ProcessCommand::List(args) => list(&context.storage()?, context, *args, out),
         ProcessCommand::Show { processes, most_recent_node } => {
             let storage = context.storage()?;

@@ -185,3 +185,23 @@ fn a_worker_runs_in_the_foreground_until_it_is_terminated() {
     assert_eq!(done.attribute("exit_status"), Some(&json!(0)));
     assert!(worker.terminate(), "the worker ends cleanly on SIGTERM");
 }
+
+#[test]
+fn verdi_process_kill_kills_a_queued_process_and_says_so_again() {
+    let e = env();
+    let mut builder = ProcessBuilder::for_code(&e.code).unwrap();
+    builder.value("x", 1).value("y", 2);
+    let pk = aiida_daemon::submit(&e.storage, &builder).unwrap().pk().unwrap().to_string();
+    e.verdi()
+        .args(["process", "kill", &pk])
+        .assert()
+        .success()
+        .stdout(format!("Success: Request to kill Process<{pk}> processed.\n"));
+    let node = aiida::orm::Node::load(&e.storage, pk.parse().unwrap()).unwrap();
+    assert_eq!(node.attribute("process_state"), Some(&serde_json::json!("killed")));
+    e.verdi()
+        .args(["process", "kill", &pk])
+        .assert()
+        .success()
+        .stdout(format!("Error: Process<{pk}> is already terminated.\n"));
+}

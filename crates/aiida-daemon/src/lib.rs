@@ -10,11 +10,13 @@
 #![warn(missing_docs)]
 
 mod client;
+mod control;
 mod queue;
 mod wait;
 mod worker;
 
 pub use client::{DaemonClient, DaemonError};
+pub use control::{KILLED_BY_VERDI, kill};
 pub use queue::submit;
 pub use wait::{AwaitError, await_state};
 

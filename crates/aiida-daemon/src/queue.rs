@@ -20,6 +20,12 @@ const SCHEMA: &str = "
         worker text,
         claimed timestamptz
     );
+    CREATE TABLE IF NOT EXISTS aiida_rs_process_control (
+        process_id integer PRIMARY KEY,
+        intent text NOT NULL,
+        message text NOT NULL,
+        requested timestamptz NOT NULL DEFAULT now()
+    );
     CREATE TABLE IF NOT EXISTS aiida_rs_daemon_worker (
         id text PRIMARY KEY,
         host text NOT NULL,

@@ -58,10 +58,20 @@ const TERMINAL: [&str; 3] = ["finished", "excepted", "killed"];
 /// state it is in, with its report).
 pub fn await_state(storage: &Storage, pk: i32, state: &str, timeout: Duration) -> Result<Node, AwaitError> {
     let (storage, wanted) = (storage.clone(), state.to_owned());
-    aiida::runtime::block_on(aiida::runtime::on_runtime(async move {
-        let changes = StateChanges::open(&storage).await.map_err(|reason| AwaitError::Listen { pk, reason })?;
-        wait_for(&storage, &changes, pk, &wanted, timeout).await
-    }))
+    aiida::runtime::block_on(aiida::runtime::on_runtime(
+        async move { wait_until(&storage, pk, &wanted, timeout).await },
+    ))
+}
+
+/// [`await_state`], async, on the core's runtime.
+pub(crate) async fn wait_until(
+    storage: &Storage,
+    pk: i32,
+    wanted: &str,
+    timeout: Duration,
+) -> Result<Node, AwaitError> {
+    let changes = StateChanges::open(storage).await.map_err(|reason| AwaitError::Listen { pk, reason })?;
+    wait_for(storage, &changes, pk, wanted, timeout).await
 }
 
 /// [`await_state`] on notifications that `changes` already listens to.

@@ -23,7 +23,7 @@ pub(crate) fn worker_env() -> &'static str {
 }
 
 /// The first key of the advisory locks under which processes run (the second is the pk).
-const LOCK_CLASS: i32 = 73461;
+pub(crate) const LOCK_CLASS: i32 = 73461;
 
 /// What a worker serves.
 #[derive(Debug, Serialize, Deserialize)]
@@ -107,6 +107,7 @@ async fn serve(storage: Storage, parent: Option<u32>) -> Result<(), String> {
     let mut int =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut processes = tokio::task::JoinSet::new();
+    let mut running: std::collections::HashMap<i32, tokio::task::AbortHandle> = Default::default();
     let mut beat = tokio::time::interval(Duration::from_secs(1));
     tracing::info!(worker = %id, "serving");
     loop {
@@ -127,7 +128,7 @@ async fn serve(storage: Storage, parent: Option<u32>) -> Result<(), String> {
             }
             let (storage, id, listener) = (storage.clone(), id.clone(), listener.clone());
             tracing::info!(pk, "continuing process");
-            processes.spawn(async move {
+            let handle = processes.spawn(async move {
                 let result = aiida_engine::continue_process_async(&storage, pk).await;
                 match &result {
                     Ok((_, node)) => tracing::info!(pk, state = ?node.attribute("process_state"), "process ended"),
@@ -140,12 +141,51 @@ async fn serve(storage: Storage, parent: Option<u32>) -> Result<(), String> {
                     ))
                     .await;
                 let _ = listener.client.batch_execute(&format!("SELECT pg_advisory_unlock({LOCK_CLASS}, {pk})")).await;
+                pk
             });
+            running.insert(pk, handle);
+        }
+        // Kill requests for the processes this worker runs.
+        if !running.is_empty() {
+            let ids: Vec<String> = running.keys().map(i32::to_string).collect();
+            let requests = storage
+                .execute_own_async(&format!(
+                    "SELECT process_id, message FROM aiida_rs_process_control
+                     WHERE intent = 'kill' AND process_id IN ({})",
+                    ids.join(", ")
+                ))
+                .await
+                .unwrap_or_default();
+            for request in requests {
+                let (Some(pk), Some(message)) = (request.first().cloned().flatten(), request.get(1).cloned().flatten())
+                else {
+                    continue;
+                };
+                let Ok(pk) = pk.parse::<i32>() else { continue };
+                if let Some(handle) = running.remove(&pk) {
+                    handle.abort();
+                }
+                tracing::info!(pk, "killing process");
+                if let Err(e) = aiida_engine::kill_process_async(&storage, pk, &message).await {
+                    tracing::warn!(pk, "killing failed: {}", aiida::report::Chain(&e));
+                }
+                let _ = storage
+                    .execute_own_async(&format!(
+                        "DELETE FROM aiida_rs_process_control WHERE process_id = {pk};
+                         DELETE FROM aiida_rs_process_queue WHERE process_id = {pk};"
+                    ))
+                    .await;
+                let _ = listener.client.batch_execute(&format!("SELECT pg_advisory_unlock({LOCK_CLASS}, {pk})")).await;
+            }
         }
         tokio::select! {
             _ = woken.recv() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            Some(_) = processes.join_next() => {}
+            Some(ended) = processes.join_next() => {
+                if let Ok(pk) = ended {
+                    running.remove(&pk);
+                }
+            }
             _ = beat.tick() => {
                 // On the listening connection, not the pool: hundreds of busy processes must not
                 // delay it past the timeout, after which others take this worker's processes.
@@ -200,7 +240,7 @@ async fn claim(storage: &Storage, id: &str) -> Result<Option<i32>, aiida::storag
 /// A connection of its own that listens on the queue's channel and wakes the worker; it stops
 /// listening when dropped.
 pub(crate) struct Listener {
-    client: tokio_postgres::Client,
+    pub(crate) client: tokio_postgres::Client,
     driver: tokio::task::JoinHandle<()>,
 }
 

@@ -289,3 +289,45 @@ fn daemon_starter_child() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn killing_a_waiting_process_ends_it_killed_and_kills_its_job() {
+    let s = setup();
+    let client = DaemonClient::new(&s.storage, s.profile.instance().dir()).tied_to_this_process();
+    client.start(1).unwrap();
+    let mut builder = add(&s, 1, 2);
+    builder.option("sleep", 30);
+    let pk = aiida_daemon::submit(&s.storage, &builder).unwrap().pk().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let job: u32 = loop {
+        if let Some(job) =
+            Node::load(&s.storage, pk).unwrap().attribute("job_id").and_then(|j| j.as_str().map(str::to_owned))
+        {
+            break job.parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "never submitted");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(alive(job), "the job runs");
+    let node = aiida_daemon::kill(&s.storage, pk, aiida_daemon::KILLED_BY_VERDI, Duration::from_secs(10)).unwrap();
+    assert_eq!(node.attribute("process_state"), Some(&json!("killed")));
+    assert_eq!(node.attribute("process_status"), Some(&json!("Killed through `verdi process kill`")));
+    assert!(node.is_sealed());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(job) {
+        assert!(Instant::now() < deadline, "the scheduler job {job} was not killed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    client.stop(Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn a_queued_process_that_no_worker_runs_is_killed_at_once() {
+    let s = setup();
+    let pk = aiida_daemon::submit(&s.storage, &add(&s, 1, 2)).unwrap().pk().unwrap();
+    let node = aiida_daemon::kill(&s.storage, pk, aiida_daemon::KILLED_BY_VERDI, Duration::from_secs(5)).unwrap();
+    assert_eq!(node.attribute("process_state"), Some(&json!("killed")));
+    assert!(node.is_sealed());
+    let queued = aiida::runtime::block_on(s.storage.execute_own_async("SELECT count(*) FROM aiida_rs_process_queue"));
+    assert_eq!(queued.unwrap()[0][0].as_deref(), Some("0"), "nothing left to run");
+}

@@ -128,6 +128,23 @@ pub async fn create_process_async(storage: &Storage, builder: &ProcessBuilder) -
     Ok(CalcJobProcess::launch(storage, builder).await?.node)
 }
 
+/// Kills the calculation job `pk`, which nobody runs at the moment (a daemon worker stops running
+/// it first): its scheduler job, if it has one still running, is killed, and the process ends
+/// KILLED with `message` as its status, sealed. A sealed process is left as it is.
+pub async fn kill_process_async(storage: &Storage, pk: i32, message: &str) -> Result<Node, EngineError> {
+    let (storage, message) = (storage.clone(), message.to_owned());
+    aiida::runtime::on_runtime(async move {
+        match CalcJobProcess::load(&storage, pk).await? {
+            Loaded::Ended(ended) => Ok(ended.1),
+            Loaded::Running(mut process) => {
+                process.kill(&message).await?;
+                Ok(process.node)
+            }
+        }
+    })
+    .await
+}
+
 /// A process node loaded to be continued.
 enum Loaded {
     Ended(Box<(Outputs, Node)>),
@@ -941,6 +958,29 @@ impl CalcJobProcess {
         set.insert("process_state".into(), json!("finished"));
         set.insert("sealed".into(), json!(true));
         self.node.update_process_async(&self.storage, set, &["state", "checkpoints", "process_status"]).await?;
+        Ok(())
+    }
+
+    /// Kills the job (when it is with the scheduler) and ends the process KILLED, sealed.
+    async fn kill(&mut self, message: &str) -> Result<(), EngineError> {
+        let job = self.node.attribute("job_id").and_then(Value::as_str).map(str::to_owned);
+        let done = self.node.attribute("scheduler_state").and_then(Value::as_str) == Some(JobState::Done.as_str());
+        if let Some(job_id) = job.filter(|_| !done) {
+            match self.connection().await {
+                Ok(connection) => {
+                    if let Err(e) = self.scheduler.kill(&*connection.transport, &job_id).await {
+                        self.log("WARNING", &format!("could not kill job {job_id}: {}", aiida::report::Chain(&e)))
+                            .await;
+                    }
+                }
+                Err(_) => self.log("WARNING", &format!("could not reach the computer to kill job {job_id}")).await,
+            }
+        }
+        let mut set = Map::new();
+        set.insert("process_state".into(), json!("killed"));
+        set.insert("process_status".into(), json!(message));
+        set.insert("sealed".into(), json!(true));
+        self.node.update_process_async(&self.storage, set, &["state", "checkpoints"]).await?;
         Ok(())
     }
 
