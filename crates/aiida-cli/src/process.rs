@@ -58,6 +58,19 @@ pub(crate) enum ProcessCommand {
         /// Processes: pk, UUID or label.
         processes: Vec<String>,
     },
+    /// Pause running processes.
+    Pause {
+        /// Processes: pk, UUID or label.
+        processes: Vec<String>,
+        /// Time in seconds to wait for a response before timing out.
+        #[arg(short = 't', long, default_value_t = 10.0)]
+        timeout: f64,
+    },
+    /// Play (unpause) paused processes.
+    Play {
+        /// Processes: pk, UUID or label.
+        processes: Vec<String>,
+    },
     /// Kill running processes.
     Kill {
         /// Processes: pk, UUID or label.
@@ -336,6 +349,37 @@ pub(crate) struct ListArgs {
 /// Runs `verdi process ...`.
 pub(crate) fn run(command: ProcessCommand, context: &Context, out: &mut dyn Write) -> Result<(), CliError> {
     match command {
+        ProcessCommand::Pause { processes, timeout } => {
+            let storage = context.storage()?;
+            for process in selected(&storage, &processes, false)? {
+                let pk = process.pk().unwrap_or_default();
+                if process.is_sealed() {
+                    write_line(out, format!("Error: Process<{pk}> is already terminated."));
+                    continue;
+                }
+                let timeout = std::time::Duration::from_secs_f64(timeout.max(0.0));
+                match aiida_daemon::pause(&storage, pk, aiida_daemon::PAUSED_BY_VERDI, timeout) {
+                    Ok(_) => write_line(out, format!("Success: Request to pause Process<{pk}> processed.")),
+                    Err(e) => write_line(out, format!("Error: Problem pausing Process<{pk}>: {e}")),
+                }
+            }
+            Ok(())
+        }
+        ProcessCommand::Play { processes } => {
+            let storage = context.storage()?;
+            for process in selected(&storage, &processes, false)? {
+                let pk = process.pk().unwrap_or_default();
+                if process.is_sealed() {
+                    write_line(out, format!("Error: Process<{pk}> is already terminated."));
+                    continue;
+                }
+                match aiida_daemon::play(&storage, pk) {
+                    Ok(_) => write_line(out, format!("Success: Request to play Process<{pk}> processed.")),
+                    Err(e) => write_line(out, format!("Error: Problem playing Process<{pk}>: {e}")),
+                }
+            }
+            Ok(())
+        }
         ProcessCommand::Kill { processes, timeout } => {
             let storage = context.storage()?;
             for process in selected(&storage, &processes, false)? {

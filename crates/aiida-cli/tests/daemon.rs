@@ -205,3 +205,25 @@ fn verdi_process_kill_kills_a_queued_process_and_says_so_again() {
         .success()
         .stdout(format!("Error: Process<{pk}> is already terminated.\n"));
 }
+
+#[test]
+fn verdi_process_pause_and_play_a_queued_process() {
+    let e = env();
+    let mut builder = ProcessBuilder::for_code(&e.code).unwrap();
+    builder.value("x", 1).value("y", 2);
+    let pk = aiida_daemon::submit(&e.storage, &builder).unwrap().pk().unwrap().to_string();
+    e.verdi()
+        .args(["process", "pause", &pk])
+        .assert()
+        .success()
+        .stdout(format!("Success: Request to pause Process<{pk}> processed.\n"));
+    let node = aiida::orm::Node::load(&e.storage, pk.parse().unwrap()).unwrap();
+    assert_eq!(node.attribute("paused"), Some(&serde_json::json!(true)));
+    e.verdi()
+        .args(["process", "play", &pk])
+        .assert()
+        .success()
+        .stdout(format!("Success: Request to play Process<{pk}> processed.\n"));
+    let node = aiida::orm::Node::load(&e.storage, pk.parse().unwrap()).unwrap();
+    assert!(node.attribute("paused").is_none() && node.attribute("process_status").is_none());
+}

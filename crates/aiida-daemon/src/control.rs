@@ -18,6 +18,40 @@ pub const KILLED_BY_VERDI: &str = "Killed through `verdi process kill`";
 /// stopped) is killed here. Returns the node once it is KILLED (waiting at most `timeout`); a
 /// process that ended already is returned as it is.
 pub fn kill(storage: &Storage, pk: i32, message: &str, timeout: Duration) -> Result<Node, AwaitError> {
+    request(storage, pk, "kill", message, timeout)
+}
+
+/// The status a process paused through `verdi process pause` has (aiida's text).
+pub const PAUSED_BY_VERDI: &str = "Paused through `verdi process pause`";
+
+/// Pauses process `pk` with `message` as its status: the worker running it stops it where it is
+/// (a job with the scheduler runs on) and it stays paused, out of the queue, until [`play`]; a
+/// process that no worker runs is paused here. Returns the node once it is paused.
+pub fn pause(storage: &Storage, pk: i32, message: &str, timeout: Duration) -> Result<Node, AwaitError> {
+    request(storage, pk, "pause", message, timeout)
+}
+
+/// Plays a paused process `pk`: `paused` and its status removed, and queued again for the daemon,
+/// which continues it from where it stopped.
+pub fn play(storage: &Storage, pk: i32) -> Result<Node, AwaitError> {
+    let storage = storage.clone();
+    aiida::runtime::block_on(aiida::runtime::on_runtime(async move {
+        let node = aiida_engine::play_process_async(&storage, pk).await?;
+        if !node.is_sealed() {
+            ensure_tables(&storage).await?;
+            crate::queue::enqueue(&storage, pk).await?;
+        }
+        Ok(node)
+    }))
+}
+
+fn request(
+    storage: &Storage,
+    pk: i32,
+    intent: &'static str,
+    message: &str,
+    timeout: Duration,
+) -> Result<Node, AwaitError> {
     let (storage, message) = (storage.clone(), message.to_owned());
     aiida::runtime::block_on(aiida::runtime::on_runtime(async move {
         let fail = |reason: String| AwaitError::Listen { pk, reason };
@@ -28,9 +62,11 @@ pub fn kill(storage: &Storage, pk: i32, message: &str, timeout: Duration) -> Res
         ensure_tables(&storage).await?;
         storage
             .execute_own_async(&format!(
-                "INSERT INTO aiida_rs_process_control (process_id, intent, message) VALUES ({pk}, 'kill', {message})
-                 ON CONFLICT (process_id) DO UPDATE SET intent = 'kill', message = EXCLUDED.message, requested = now();
+                "INSERT INTO aiida_rs_process_control (process_id, intent, message) VALUES ({pk}, {intent}, {message})
+                 ON CONFLICT (process_id) DO UPDATE SET intent = EXCLUDED.intent, message = EXCLUDED.message,
+                     requested = now();
                  SELECT pg_notify({channel}, 'control');",
+                intent = literal(intent),
                 message = literal(&message),
                 channel = literal(CHANNEL)
             ))
@@ -46,7 +82,11 @@ pub fn kill(storage: &Storage, pk: i32, message: &str, timeout: Duration) -> Res
             .map(|row| row.get::<_, bool>(0))
             .map_err(|e| fail(e.to_string()))?;
         if free {
-            let killed = aiida_engine::kill_process_async(&storage, pk, &message).await;
+            let killed = if intent == "pause" {
+                aiida_engine::pause_process_async(&storage, pk, &message).await
+            } else {
+                aiida_engine::kill_process_async(&storage, pk, &message).await
+            };
             let _ = storage
                 .execute_own_async(&format!(
                     "DELETE FROM aiida_rs_process_control WHERE process_id = {pk};
@@ -57,6 +97,27 @@ pub fn kill(storage: &Storage, pk: i32, message: &str, timeout: Duration) -> Res
             return killed.map_err(AwaitError::from);
         }
         drop(session);
+        if intent == "pause" {
+            // Paused is no process state: wait until the worker has let the process go.
+            let deadline = std::time::Instant::now() + timeout;
+            loop {
+                let node =
+                    Node::load_async(&storage, pk).await.map_err(|e| fail(aiida::report::Chain(&e).to_string()))?;
+                if node.attribute("paused").is_some() || node.is_sealed() {
+                    return Ok(node);
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(AwaitError::Timeout {
+                        pk,
+                        state: "not paused".into(),
+                        wanted: "paused".into(),
+                        seconds: timeout.as_secs_f64(),
+                        report: String::new(),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
         crate::wait::wait_until(&storage, pk, "killed", timeout).await
     }))
 }

@@ -16,7 +16,7 @@ mod wait;
 mod worker;
 
 pub use client::{DaemonClient, DaemonError};
-pub use control::{KILLED_BY_VERDI, kill};
+pub use control::{KILLED_BY_VERDI, PAUSED_BY_VERDI, kill, pause, play};
 pub use queue::submit;
 pub use wait::{AwaitError, await_state};
 

@@ -150,8 +150,8 @@ async fn serve(storage: Storage, parent: Option<u32>) -> Result<(), String> {
             let ids: Vec<String> = running.keys().map(i32::to_string).collect();
             let requests = storage
                 .execute_own_async(&format!(
-                    "SELECT process_id, message FROM aiida_rs_process_control
-                     WHERE intent = 'kill' AND process_id IN ({})",
+                    "SELECT process_id, message, intent FROM aiida_rs_process_control
+                     WHERE intent IN ('kill', 'pause') AND process_id IN ({})",
                     ids.join(", ")
                 ))
                 .await
@@ -162,12 +162,18 @@ async fn serve(storage: Storage, parent: Option<u32>) -> Result<(), String> {
                     continue;
                 };
                 let Ok(pk) = pk.parse::<i32>() else { continue };
+                let pause = request.get(2).cloned().flatten().as_deref() == Some("pause");
                 if let Some(handle) = running.remove(&pk) {
                     handle.abort();
                 }
-                tracing::info!(pk, "killing process");
-                if let Err(e) = aiida_engine::kill_process_async(&storage, pk, &message).await {
-                    tracing::warn!(pk, "killing failed: {}", aiida::report::Chain(&e));
+                tracing::info!(pk, pause, "stopping process on request");
+                let done = if pause {
+                    aiida_engine::pause_process_async(&storage, pk, &message).await
+                } else {
+                    aiida_engine::kill_process_async(&storage, pk, &message).await
+                };
+                if let Err(e) = done {
+                    tracing::warn!(pk, "stopping failed: {}", aiida::report::Chain(&e));
                 }
                 let _ = storage
                     .execute_own_async(&format!(

@@ -331,3 +331,30 @@ fn a_queued_process_that_no_worker_runs_is_killed_at_once() {
     let queued = aiida::runtime::block_on(s.storage.execute_own_async("SELECT count(*) FROM aiida_rs_process_queue"));
     assert_eq!(queued.unwrap()[0][0].as_deref(), Some("0"), "nothing left to run");
 }
+
+#[test]
+fn a_paused_process_waits_and_finishes_once_played() {
+    let s = setup();
+    let client = DaemonClient::new(&s.storage, s.profile.instance().dir()).tied_to_this_process();
+    client.start(1).unwrap();
+    let count = s.work.path().join("executions");
+    let mut builder = add(&s, 1, 2);
+    builder.option("sleep", 1).option("prepend_text", format!("echo ran >> '{}'", count.display()));
+    let pk = aiida_daemon::submit(&s.storage, &builder).unwrap().pk().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Node::load(&s.storage, pk).unwrap().attribute("job_id").is_none() {
+        assert!(Instant::now() < deadline, "never submitted");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let node = aiida_daemon::pause(&s.storage, pk, aiida_daemon::PAUSED_BY_VERDI, Duration::from_secs(10)).unwrap();
+    assert_eq!(node.attribute("paused"), Some(&json!(true)));
+    assert_eq!(node.attribute("process_status"), Some(&json!("Paused through `verdi process pause`")));
+    assert!(!node.is_sealed());
+    assert!(!client.worker_pids().is_empty() && client.is_daemon_running());
+    aiida_daemon::play(&s.storage, pk).unwrap();
+    let node = await_sealed(&s.storage, &client, pk, Duration::from_secs(20));
+    assert_eq!(node.attribute("exit_status"), Some(&json!(0)));
+    assert!(node.attribute("paused").is_none());
+    assert_eq!(std::fs::read_to_string(&count).unwrap(), "ran\n", "the job ran once");
+    client.stop(Duration::from_secs(5)).unwrap();
+}

@@ -145,6 +145,30 @@ pub async fn kill_process_async(storage: &Storage, pk: i32, message: &str) -> Re
     .await
 }
 
+/// Pauses process `pk`, which nobody runs at the moment (a daemon worker stops running it first):
+/// it keeps its state (a job with the scheduler runs on) and records `paused` and `message` as its
+/// status, as aiida does; [`play_process_async`] undoes it. A sealed process is left as it is.
+pub async fn pause_process_async(storage: &Storage, pk: i32, message: &str) -> Result<Node, EngineError> {
+    let mut node = Node::load_async(storage, pk).await?;
+    if !node.is_sealed() {
+        let mut set = Map::new();
+        set.insert("paused".into(), json!(true));
+        set.insert("process_status".into(), json!(message));
+        node.update_process_async(storage, set, &[]).await?;
+    }
+    Ok(node)
+}
+
+/// Undoes [`pause_process_async`]: `paused` and the status removed (the process then needs
+/// continuing, which a daemon does when it is queued again).
+pub async fn play_process_async(storage: &Storage, pk: i32) -> Result<Node, EngineError> {
+    let mut node = Node::load_async(storage, pk).await?;
+    if !node.is_sealed() {
+        node.update_process_async(storage, Map::new(), &["paused", "process_status"]).await?;
+    }
+    Ok(node)
+}
+
 /// A process node loaded to be continued.
 enum Loaded {
     Ended(Box<(Outputs, Node)>),

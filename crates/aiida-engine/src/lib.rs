@@ -23,7 +23,7 @@ pub use builder::ProcessBuilder;
 pub use exit_code::ExitCode;
 pub use launch::{
     EngineError, Outputs, continue_process, continue_process_async, create_process, create_process_async,
-    kill_process_async, run, run_get_node, run_get_node_async,
+    kill_process_async, pause_process_async, play_process_async, run, run_get_node, run_get_node_async,
 };
 
 #[doc(hidden)]
