@@ -214,42 +214,17 @@ impl NodeClass {
     /// Whether attribute `key` is left out of the hash: the class's `_hash_ignored_attributes`
     /// and `_updatable_attributes`.
     fn ignores(&self, key: &str) -> bool {
-        const PROCESS: &[&str] = &[
-            "metadata_inputs",
-            "sealed",
-            "paused",
-            "checkpoints",
-            "exception",
-            "exit_message",
-            "exit_status",
-            "process_label",
-            "process_state",
-            "process_status",
-        ];
-        const CALC_JOB: &[&str] = &[
-            "state",
-            "imported",
-            "remote_workdir",
-            "retrieve_list",
-            "retrieve_temporary_list",
-            "job_id",
-            "scheduler_state",
-            "scheduler_lastchecktime",
-            "last_job_info",
-            "detailed_job_info",
-            "queue_name",
-            "account",
-            "qos",
-            "priority",
-            "max_wallclock_seconds",
-            "max_memory_kb",
-            "version",
-        ];
+        use super::process::{CALC_JOB_UPDATABLE, PROCESS_UPDATABLE, WORK_CHAIN_UPDATABLE};
+        // `_hash_ignored_attributes`, besides the updatable ones.
+        const PROCESS: &[&str] = &["metadata_inputs"];
+        const CALC_JOB: &[&str] =
+            &["queue_name", "account", "qos", "priority", "max_wallclock_seconds", "max_memory_kb", "version"];
+        let process = PROCESS.contains(&key) || PROCESS_UPDATABLE.contains(&key);
         match self.kind {
             Kind::Data => false,
-            Kind::Process => PROCESS.contains(&key),
-            Kind::CalcJob => PROCESS.contains(&key) || CALC_JOB.contains(&key),
-            Kind::WorkChain => PROCESS.contains(&key) || key == "stepper_state_info",
+            Kind::Process => process,
+            Kind::CalcJob => process || CALC_JOB_UPDATABLE.contains(&key) || CALC_JOB.contains(&key),
+            Kind::WorkChain => process || WORK_CHAIN_UPDATABLE.contains(&key),
         }
     }
 }

@@ -16,7 +16,7 @@ pub use computer::{AuthInfo, Computer};
 pub use group::Group;
 pub use link::{Link, LinkType, add_link, add_link_async};
 pub use node::Node;
-pub use process::{PROCESS_STATE_CHANNEL, UPDATABLE_ATTRIBUTES};
+pub use process::{PROCESS_STATE_CHANNEL, is_updatable_attribute};
 pub use query::QueryBuilder;
 pub use user::User;
 

@@ -8,9 +8,9 @@ use super::{LinkType, Node, OrmError};
 use crate::runtime::block_on;
 use crate::storage::Storage;
 
-/// The attributes of a stored process node that may change until it is sealed (aiida's
-/// `_updatable_attributes` of `ProcessNode`, `CalcJobNode` and `WorkChainNode`).
-pub const UPDATABLE_ATTRIBUTES: &[&str] = &[
+/// The attributes of a stored process node that may change until it is sealed: aiida's
+/// `_updatable_attributes` of `ProcessNode`,
+pub(crate) const PROCESS_UPDATABLE: &[&str] = &[
     "sealed",
     "paused",
     "checkpoints",
@@ -20,6 +20,10 @@ pub const UPDATABLE_ATTRIBUTES: &[&str] = &[
     "process_label",
     "process_state",
     "process_status",
+];
+
+/// those `CalcJobNode` adds,
+pub(crate) const CALC_JOB_UPDATABLE: &[&str] = &[
     "state",
     "imported",
     "remote_workdir",
@@ -30,8 +34,15 @@ pub const UPDATABLE_ATTRIBUTES: &[&str] = &[
     "scheduler_lastchecktime",
     "last_job_info",
     "detailed_job_info",
-    "stepper_state_info",
 ];
+
+/// and those `WorkChainNode` adds.
+pub(crate) const WORK_CHAIN_UPDATABLE: &[&str] = &["stepper_state_info"];
+
+/// Whether attribute `key` of a stored process node may change until it is sealed.
+pub fn is_updatable_attribute(key: &str) -> bool {
+    [PROCESS_UPDATABLE, CALC_JOB_UPDATABLE, WORK_CHAIN_UPDATABLE].iter().any(|keys| keys.contains(&key))
+}
 
 /// The PostgreSQL notification channel on which process state changes are announced, with the
 /// payload `<pk> <state>` (ours: aiida-core announces nothing in its database).
@@ -103,7 +114,7 @@ impl Node {
             return Err(OrmError::Frozen { pk });
         }
         if let Some(key) =
-            set.keys().map(String::as_str).chain(remove.iter().copied()).find(|k| !UPDATABLE_ATTRIBUTES.contains(k))
+            set.keys().map(String::as_str).chain(remove.iter().copied()).find(|k| !is_updatable_attribute(k))
         {
             return Err(OrmError::NotUpdatable { pk, key: key.to_owned() });
         }
