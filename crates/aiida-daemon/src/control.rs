@@ -8,7 +8,7 @@ use aiida::storage::{Storage, literal};
 
 use crate::queue::{CHANNEL, ensure_tables};
 use crate::wait::AwaitError;
-use crate::worker::{LOCK_CLASS, listen_to};
+use crate::worker::{LOCK_CLASS, connect_own};
 
 /// The status a process killed through `verdi process kill` ends with (aiida's text).
 pub const KILLED_BY_VERDI: &str = "Killed through `verdi process kill`";
@@ -74,7 +74,7 @@ fn request(
             .map_err(|e| fail(aiida::report::Chain(&e).to_string()))?;
         // Nobody runs it if its lock is free: then it is killed here, under the lock.
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let session = listen_to(&storage, "aiida_rs_unused", tx).await.map_err(fail)?;
+        let session = connect_own(&storage, tx).await.map_err(fail)?;
         let free = session
             .client
             .query_one(&format!("SELECT pg_try_advisory_lock({LOCK_CLASS}, {pk})"), &[])

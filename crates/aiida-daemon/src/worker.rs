@@ -99,9 +99,10 @@ async fn serve(storage: Storage, parent: Option<u32>) -> Result<(), String> {
         .await
         .map_err(|e| chain(&e))?;
     // Woken by notifications on a connection of its own.
-    let (wake, mut woken) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let listener =
-        std::sync::Arc::new(listen(&storage, wake).await.map_err(|e| format!("cannot listen for submissions: {e}"))?);
+    let (wake, mut woken) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let listener = std::sync::Arc::new(
+        listen_to(&storage, CHANNEL, wake).await.map_err(|e| format!("cannot listen for submissions: {e}"))?,
+    );
     let mut term =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int =
@@ -243,8 +244,7 @@ async fn claim(storage: &Storage, id: &str) -> Result<Option<i32>, aiida::storag
     Ok(rows.first().and_then(|r| r.first().cloned().flatten()).and_then(|pk| pk.parse().ok()))
 }
 
-/// A connection of its own that listens on the queue's channel and wakes the worker; it stops
-/// listening when dropped.
+/// A connection of our own (see [`connect_own`]), closed when dropped.
 pub(crate) struct Listener {
     pub(crate) client: tokio_postgres::Client,
     driver: tokio::task::JoinHandle<()>,
@@ -256,23 +256,10 @@ impl Drop for Listener {
     }
 }
 
-async fn listen(storage: &Storage, wake: tokio::sync::mpsc::UnboundedSender<()>) -> Result<Listener, String> {
-    let (forward, mut payloads) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let listener = listen_to(storage, CHANNEL, forward).await?;
-    tokio::spawn(async move {
-        while payloads.recv().await.is_some() {
-            if wake.send(()).is_err() {
-                break;
-            }
-        }
-    });
-    Ok(listener)
-}
-
-/// Listens on `channel` on a connection of its own; sends each notification's payload.
-pub(crate) async fn listen_to(
+/// A connection of its own to `storage`'s database (a session for advisory locks, heartbeats and
+/// `LISTEN`), sending the payload of each notification it gets to `payloads`.
+pub(crate) async fn connect_own(
     storage: &Storage,
-    channel: &str,
     payloads: tokio::sync::mpsc::UnboundedSender<String>,
 ) -> Result<Listener, String> {
     let config = storage.database().map_err(|e| e.to_string())?;
@@ -296,6 +283,16 @@ pub(crate) async fn listen_to(
             }
         }
     });
-    client.batch_execute(&format!("LISTEN {channel}")).await.map_err(|e| e.to_string())?;
     Ok(Listener { client, driver })
+}
+
+/// [`connect_own`], listening on `channel`.
+pub(crate) async fn listen_to(
+    storage: &Storage,
+    channel: &str,
+    payloads: tokio::sync::mpsc::UnboundedSender<String>,
+) -> Result<Listener, String> {
+    let listener = connect_own(storage, payloads).await?;
+    listener.client.batch_execute(&format!("LISTEN {channel}")).await.map_err(|e| e.to_string())?;
+    Ok(listener)
 }
