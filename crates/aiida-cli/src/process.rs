@@ -349,57 +349,13 @@ pub(crate) struct ListArgs {
 /// Runs `verdi process ...`.
 pub(crate) fn run(command: ProcessCommand, context: &Context, out: &mut dyn Write) -> Result<(), CliError> {
     match command {
-        ProcessCommand::Pause { processes, timeout } => {
-            let storage = context.storage()?;
-            for process in selected(&storage, &processes, false)? {
-                let pk = process.pk().unwrap_or_default();
-                if process.is_sealed() {
-                    write_line(out, format!("Error: Process<{pk}> is already terminated."));
-                    continue;
-                }
-                let timeout = std::time::Duration::from_secs_f64(timeout.max(0.0));
-                match aiida_daemon::pause(&storage, pk, aiida_daemon::PAUSED_BY_VERDI, timeout) {
-                    Ok(_) => write_line(out, format!("Success: Request to pause Process<{pk}> processed.")),
-                    Err(e) => write_line(out, format!("Error: Problem pausing Process<{pk}>: {e}")),
-                }
-            }
-            Ok(())
-        }
-        ProcessCommand::Play { processes } => {
-            let storage = context.storage()?;
-            for process in selected(&storage, &processes, false)? {
-                let pk = process.pk().unwrap_or_default();
-                if process.is_sealed() {
-                    write_line(out, format!("Error: Process<{pk}> is already terminated."));
-                    continue;
-                }
-                match aiida_daemon::play(&storage, pk) {
-                    Ok(_) => write_line(out, format!("Success: Request to play Process<{pk}> processed.")),
-                    Err(e) => write_line(out, format!("Error: Problem playing Process<{pk}>: {e}")),
-                }
-            }
-            Ok(())
-        }
-        ProcessCommand::Kill { processes, timeout } => {
-            let storage = context.storage()?;
-            for process in selected(&storage, &processes, false)? {
-                let pk = process.pk().unwrap_or_default();
-                if process.is_sealed() {
-                    write_line(out, format!("Error: Process<{pk}> is already terminated."));
-                    continue;
-                }
-                let timeout = std::time::Duration::from_secs_f64(timeout.max(0.0));
-                match aiida_daemon::kill(&storage, pk, aiida_daemon::KILLED_BY_VERDI, timeout) {
-                    Ok(_) => write_line(out, format!("Success: Request to kill Process<{pk}> processed.")),
-                    Err(aiida_daemon::AwaitError::Timeout { .. }) => write_line(
-                        out,
-                        format!("Error: Call to kill Process<{pk}> timed out after {}s.", timeout.as_secs_f64()),
-                    ),
-                    Err(e) => write_line(out, format!("Error: Problem killing Process<{pk}>: {e}")),
-                }
-            }
-            Ok(())
-        }
+        ProcessCommand::Pause { processes, timeout } => control(context, &processes, "pause", out, |storage, pk| {
+            aiida_daemon::pause(storage, pk, aiida_daemon::PAUSED_BY_VERDI, seconds(timeout))
+        }),
+        ProcessCommand::Play { processes } => control(context, &processes, "play", out, aiida_daemon::play),
+        ProcessCommand::Kill { processes, timeout } => control(context, &processes, "kill", out, |storage, pk| {
+            aiida_daemon::kill(storage, pk, aiida_daemon::KILLED_BY_VERDI, seconds(timeout))
+        }),
         ProcessCommand::List(args) => list(&context.storage()?, context, *args, out),
         ProcessCommand::Show { processes, most_recent_node } => {
             let storage = context.storage()?;
@@ -438,6 +394,37 @@ pub(crate) fn run(command: ProcessCommand, context: &Context, out: &mut dyn Writ
 }
 
 /// The processes named on the command line, or the most recent one with `-M`.
+/// `verdi process pause|play|kill`: `request` for each process that has not ended, with aiida's
+/// texts.
+fn control(
+    context: &Context,
+    processes: &[String],
+    verb: &str,
+    out: &mut dyn Write,
+    request: impl Fn(&Storage, i32) -> Result<Node, aiida_daemon::AwaitError>,
+) -> Result<(), CliError> {
+    let storage = context.storage()?;
+    for process in selected(&storage, processes, false)? {
+        let pk = process.pk().unwrap_or_default();
+        if process.is_sealed() {
+            write_line(out, format!("Error: Process<{pk}> is already terminated."));
+            continue;
+        }
+        match request(&storage, pk) {
+            Ok(_) => write_line(out, format!("Success: Request to {verb} Process<{pk}> processed.")),
+            Err(aiida_daemon::AwaitError::Timeout { seconds, .. }) => {
+                write_line(out, format!("Error: Call to {verb} Process<{pk}> timed out after {seconds}s."))
+            }
+            Err(e) => write_line(out, format!("Error: Problem with the request to {verb} Process<{pk}>: {e}")),
+        }
+    }
+    Ok(())
+}
+
+fn seconds(timeout: f64) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(timeout.max(0.0))
+}
+
 fn selected(storage: &Storage, processes: &[String], most_recent_node: bool) -> Result<Vec<Node>, CliError> {
     match (processes.is_empty(), most_recent_node) {
         (true, false) => Err(CliError::Usage(
