@@ -18,7 +18,9 @@ use crate::calcjob::{CalcInfo, CalcJobInputs, CalcJobSpec, ParseContext, Parser,
 use crate::connections::{self, Connection};
 use crate::exit_code::{ExitCode, PROCESS_EXIT_CODES};
 use crate::groups::{Parsers, Schedulers, Transports};
-use crate::scheduler::{CodeRunMode, JobState, JobTemplate, JobTemplateCodeInfo, Scheduler, submit_script};
+use crate::scheduler::{
+    CodeRunMode, JobState, JobTemplate, JobTemplateCodeInfo, Scheduler, SchedulerError, submit_script,
+};
 use crate::transport::TransportType;
 
 /// The outputs of a process, by link label.
@@ -179,6 +181,8 @@ enum Loaded {
 enum Failure {
     /// Try again later (a transport or scheduler failed).
     Transient(String),
+    /// Stop and wait for a person: paused with this status.
+    Pause(String),
     /// The process excepts with this message.
     Except(String),
     /// The storage failed.
@@ -465,7 +469,7 @@ impl CalcJobProcess {
                 self.lap("finish");
                 Ok((self.outputs, self.node))
             }
-            Err(Failure::Transient(status)) => {
+            Err(Failure::Transient(status) | Failure::Pause(status)) => {
                 let mut set = Map::new();
                 set.insert("paused".into(), Value::Bool(true));
                 set.insert("process_status".into(), Value::String(status.clone()));
@@ -502,7 +506,19 @@ impl CalcJobProcess {
             let job_id = match self.node.attribute("job_id").and_then(Value::as_str) {
                 Some(job_id) => job_id.to_owned(),
                 None => {
-                    let job_id = transport_task!(self, "submit", [], self.submit().await);
+                    // `submitting` recorded with nothing after it: the run that recorded it stopped
+                    // while handing the job to the scheduler, which may have it already.
+                    let submitted = if self.node.attribute("state").and_then(Value::as_str) == Some("submitting") {
+                        transport_task!(self, "submit", [], self.submitted_job().await)
+                    } else {
+                        None
+                    };
+                    let job_id = match submitted {
+                        Some(job_id) => job_id,
+                        // The intent first, so that a run that stops after the scheduler's answer
+                        // leaves `submitting` behind.
+                        None => transport_task!(self, "submit", ["state" => json!("submitting")], self.submit().await),
+                    };
                     self.set_state(
                         &[("job_id", json!(job_id)), ("state", json!("withscheduler"))],
                         &["process_status"],
@@ -836,6 +852,32 @@ impl CalcJobProcess {
             .submit(&*connection.transport, &self.workdir(), &script)
             .await
             .map_err(|e| Failure::Transient(aiida::report::Chain(&e).to_string()))
+    }
+
+    /// The job an earlier run of this process handed to the scheduler without recording its id,
+    /// as the scheduler finds it in the job's folder; `None` when it never reached the scheduler.
+    async fn submitted_job(&mut self) -> Result<Option<String>, Failure> {
+        let connection = self.connection().await?;
+        match self.scheduler.submitted_job(&*connection.transport, &self.workdir()).await {
+            Ok(Some(job_id)) => {
+                let report = format!("job {job_id} was submitted before the process stopped: following it");
+                self.log("REPORT", &report).await;
+                Ok(Some(job_id))
+            }
+            Ok(None) => Ok(None),
+            Err(SchedulerError::CannotTell) => {
+                // What a person decides: play submits it (the state says nothing was submitted).
+                self.set_state(&[("state", json!("uploading"))], &[]).await?;
+                Err(Failure::Pause(format!(
+                    "The process stopped while submitting its job, and scheduler `{}` cannot tell whether the \
+                     job reached it: if the scheduler has a job from {}, kill the process; if not, play it to \
+                     submit the job",
+                    self.computer.scheduler_type(),
+                    self.workdir().display()
+                )))
+            }
+            Err(e) => Err(Failure::Transient(aiida::report::Chain(&e).to_string())),
+        }
     }
 
     /// Follows the job until the scheduler says it is done, no more often than the computer's

@@ -10,7 +10,8 @@ use aiida::orm::data::installed_code;
 use aiida::orm::{Computer, LinkType, Log, Node, QueryBuilder, User};
 use aiida::storage::Storage;
 use aiida_engine::calcjob::{ParseContext, Parser, PluginFailure};
-use aiida_engine::groups::{Parsers, Transports};
+use aiida_engine::groups::{Parsers, Schedulers, Transports};
+use aiida_engine::scheduler::{DirectScheduler, JobInfo, JobTemplate, Scheduler, SchedulerError};
 use aiida_engine::transport::{LocalTransportType, Transport, TransportError, TransportType};
 use aiida_engine::{EngineError, ExitCode, ProcessBuilder, run_get_node};
 use serde_json::{Value, json};
@@ -535,4 +536,149 @@ fn a_process_stopped_while_its_job_runs_is_continued_without_submitting_again() 
     assert_eq!(outputs["sum"].attribute("value"), Some(&json!(3)));
     assert_eq!(node.attribute("job_id"), Some(&job_id), "the same job, followed");
     assert_eq!(std::fs::read_to_string(&count).unwrap(), "ran\n", "the job ran exactly once");
+}
+
+/// `core.direct`, whose first submit hands the job to `ps` and then never answers, as a worker
+/// that dies between the scheduler's answer and saving the job id; `tells` whether it can find
+/// the job from its folder afterwards (`core.direct` can, a scheduler keeping the default cannot).
+struct StopsAfterSubmit {
+    tells: bool,
+    submits: std::sync::atomic::AtomicUsize,
+    submitted: tokio::sync::Notify,
+}
+
+static STOPS_TELLING: StopsAfterSubmit = StopsAfterSubmit::new(true);
+static STOPS_UNSURE: StopsAfterSubmit = StopsAfterSubmit::new(false);
+
+impl StopsAfterSubmit {
+    const fn new(tells: bool) -> Self {
+        StopsAfterSubmit {
+            tells,
+            submits: std::sync::atomic::AtomicUsize::new(0),
+            submitted: tokio::sync::Notify::const_new(),
+        }
+    }
+}
+
+aiida::entry_point!(hidden, Schedulers: "test.direct_stops", &STOPS_TELLING);
+aiida::entry_point!(hidden, Schedulers: "test.direct_stops_unsure", &STOPS_UNSURE);
+
+#[async_trait::async_trait]
+impl Scheduler for &'static StopsAfterSubmit {
+    fn script_header(&self, template: &JobTemplate) -> String {
+        DirectScheduler.script_header(template)
+    }
+    fn ignored_options(&self, template: &JobTemplate) -> Vec<&'static str> {
+        DirectScheduler.ignored_options(template)
+    }
+    fn can_query_by_user(&self) -> bool {
+        true
+    }
+    async fn submit(&self, transport: &dyn Transport, workdir: &Path, script: &str) -> Result<String, SchedulerError> {
+        let job_id = DirectScheduler.submit(transport, workdir, script).await?;
+        if self.submits.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            self.submitted.notify_one();
+            std::future::pending::<()>().await;
+        }
+        Ok(job_id)
+    }
+    async fn jobs(&self, transport: &dyn Transport, job_ids: &[String]) -> Result<Vec<JobInfo>, SchedulerError> {
+        DirectScheduler.jobs(transport, job_ids).await
+    }
+    async fn kill(&self, transport: &dyn Transport, job_id: &str) -> Result<bool, SchedulerError> {
+        DirectScheduler.kill(transport, job_id).await
+    }
+    async fn submitted_job(&self, transport: &dyn Transport, workdir: &Path) -> Result<Option<String>, SchedulerError> {
+        if self.tells {
+            DirectScheduler.submitted_job(transport, workdir).await
+        } else {
+            Err(SchedulerError::CannotTell)
+        }
+    }
+}
+
+/// Runs process `pk` until its scheduler `stops` has the job, then drops the run: what a worker
+/// killed at that instant leaves.
+fn run_until_submitted(s: &Setup, pk: i32, stops: &'static StopsAfterSubmit) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        tokio::select! {
+            result = aiida_engine::continue_process_async(&s.storage, pk) => panic!("the run ended: {result:?}"),
+            _ = stops.submitted.notified() => {}
+        }
+    });
+}
+
+/// A computer and code like the setup's, on scheduler `scheduler`.
+fn code_with_scheduler(s: &Setup, scheduler: &str) -> Node {
+    let mut computer = Computer::new(scheduler, "localhost", "core.local", scheduler)
+        .with_workdir(s.work.path().to_string_lossy())
+        .with_minimum_poll_interval(0.0);
+    computer.store(&s.storage).unwrap();
+    computer.configure(&s.storage, &User::default_user(&s.storage).unwrap(), no_login_shell()).unwrap();
+    let mut code = installed_code(&computer, "/bin/bash", scheduler, Some("core.arithmetic.add")).unwrap();
+    code.store(&s.storage).unwrap();
+    code
+}
+
+#[test]
+fn a_job_submitted_by_a_run_that_stopped_before_saving_its_id_is_followed_not_submitted_again() {
+    let s = setup();
+    let scope = aiida::plugins::ScopedEntryPoints::new();
+    scope.scope().enable("aiida.schedulers", "test.direct_stops").unwrap();
+    let code = code_with_scheduler(&s, "test.direct_stops");
+    let count = s.work.path().join("executions");
+    let mut builder = ProcessBuilder::for_code(&code).unwrap();
+    builder.value("x", 1).value("y", 2).option("prepend_text", format!("echo ran >> '{}'", count.display()));
+    let pk = aiida_engine::create_process(&s.storage, &builder).unwrap().pk().unwrap();
+
+    run_until_submitted(&s, pk, &STOPS_TELLING);
+    let node = Node::load(&s.storage, pk).unwrap();
+    assert_eq!(node.attribute("state"), Some(&json!("submitting")), "the intent, recorded before the submit");
+    assert_eq!(node.attribute("job_id"), None, "the run stopped before saving the job id");
+
+    let (outputs, node) = aiida_engine::continue_process(&s.storage, pk).unwrap();
+    assert_eq!(outputs["sum"].attribute("value"), Some(&json!(3)));
+    let workdir = node.attribute("remote_workdir").and_then(Value::as_str).unwrap();
+    let recorded = std::fs::read_to_string(Path::new(workdir).join(DirectScheduler::JOB_ID_FILE)).unwrap();
+    assert_eq!(node.attribute("job_id"), Some(&json!(recorded.trim())), "the job the first run submitted");
+    assert_eq!(STOPS_TELLING.submits.load(std::sync::atomic::Ordering::SeqCst), 1, "submitted once");
+    assert_eq!(std::fs::read_to_string(&count).unwrap(), "ran\n", "the job ran exactly once");
+    let logs = Log::of(&s.storage, &node).unwrap();
+    let report = format!("job {} was submitted before the process stopped: following it", recorded.trim());
+    assert!(logs.iter().any(|l| l.levelname == "REPORT" && l.message == report), "{logs:?}");
+}
+
+#[test]
+fn a_scheduler_that_cannot_tell_whether_it_has_the_job_pauses_the_process_for_a_person() {
+    let s = setup();
+    let scope = aiida::plugins::ScopedEntryPoints::new();
+    scope.scope().enable("aiida.schedulers", "test.direct_stops_unsure").unwrap();
+    let code = code_with_scheduler(&s, "test.direct_stops_unsure");
+    let mut builder = ProcessBuilder::for_code(&code).unwrap();
+    builder.value("x", 1).value("y", 2);
+    let pk = aiida_engine::create_process(&s.storage, &builder).unwrap().pk().unwrap();
+    run_until_submitted(&s, pk, &STOPS_UNSURE);
+
+    let err = aiida_engine::continue_process(&s.storage, pk).unwrap_err();
+    let EngineError::Paused { status, .. } = err else { panic!("{err}") };
+    let workdir = Node::load(&s.storage, pk).unwrap().attribute("remote_workdir").cloned().unwrap();
+    assert_eq!(
+        status,
+        format!(
+            "The process stopped while submitting its job, and scheduler `test.direct_stops_unsure` cannot tell \
+             whether the job reached it: if the scheduler has a job from {}, kill the process; if not, play it to \
+             submit the job",
+            workdir.as_str().unwrap()
+        )
+    );
+    let node = Node::load(&s.storage, pk).unwrap();
+    assert_eq!((node.attribute("paused"), node.attribute("state")), (Some(&json!(true)), Some(&json!("uploading"))));
+    assert_eq!(STOPS_UNSURE.submits.load(std::sync::atomic::Ordering::SeqCst), 1, "not submitted again");
+
+    // A person decides there is no job: played, it is submitted.
+    aiida::runtime::block_on(aiida_engine::play_process_async(&s.storage, pk)).unwrap();
+    let (outputs, _) = aiida_engine::continue_process(&s.storage, pk).unwrap();
+    assert_eq!(outputs["sum"].attribute("value"), Some(&json!(3)));
+    assert_eq!(STOPS_UNSURE.submits.load(std::sync::atomic::Ordering::SeqCst), 2);
 }

@@ -17,10 +17,20 @@ aiida::entry_point!(crate::groups::Schedulers: "core.direct", DirectScheduler);
 
 impl DirectScheduler {
     /// The command submitting `script_filename` (run in the job's folder): the job's output goes
-    /// to `/dev/null`, so that the command returns at once, having printed the job's PID.
+    /// to `/dev/null`, so that the command returns at once, having printed the job's PID. The PID
+    /// is also written to [`JOB_ID_FILE`](Self::JOB_ID_FILE) before it is printed, for
+    /// [`Scheduler::submitted_job`].
     pub fn submit_command(script_filename: &str) -> String {
-        format!("(bash {} > /dev/null 2>&1 & echo $!) &", escape_for_bash(script_filename, false))
+        format!(
+            "(bash {} > /dev/null 2>&1 & echo $! > {}; echo $!) &",
+            escape_for_bash(script_filename, false),
+            Self::JOB_ID_FILE
+        )
     }
+
+    /// Where in the job's folder the submit command records the job's PID (aiida's `.aiida`
+    /// folder, beside `calcinfo.json` and `job_tmpl.json`).
+    pub const JOB_ID_FILE: &str = ".aiida/job_id";
 
     /// The command listing the user's processes (`ps -x` selects all of them, whatever the ids
     /// given), without the header.
@@ -234,6 +244,30 @@ impl Scheduler for DirectScheduler {
             }
         }
         Ok(jobs)
+    }
+
+    /// The PID the submit command recorded in the job's folder, if it ran.
+    async fn submitted_job(&self, transport: &dyn Transport, workdir: &Path) -> Result<Option<String>, SchedulerError> {
+        let output = transport
+            .exec_command_wait(&format!("[ ! -e {0} ] || cat {0}", Self::JOB_ID_FILE), Some(workdir), None)
+            .await?;
+        let stdout = output.stdout_text();
+        match stdout.trim() {
+            _ if output.retval != 0 => Err(SchedulerError::Command(format!(
+                "cannot read {} in {}: exit status {}: {}",
+                Self::JOB_ID_FILE,
+                workdir.display(),
+                output.retval,
+                output.stderr_text().trim()
+            ))),
+            "" => Ok(None),
+            pid if pid.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(pid.to_owned())),
+            other => Err(SchedulerError::Command(format!(
+                "{} in {} holds {other:?}, not a PID",
+                Self::JOB_ID_FILE,
+                workdir.display()
+            ))),
+        }
     }
 
     async fn kill(&self, transport: &dyn Transport, job_id: &str) -> Result<bool, SchedulerError> {

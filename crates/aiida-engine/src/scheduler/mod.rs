@@ -31,6 +31,10 @@ pub enum SchedulerError {
     /// A scheduler command failed or answered what we cannot read.
     #[error("{0}")]
     Command(String),
+    /// The scheduler cannot tell which job, if any, was submitted from a folder (the default of
+    /// [`Scheduler::submitted_job`]).
+    #[error("the scheduler cannot tell whether a job was submitted from the job's folder")]
+    CannotTell,
 }
 
 /// How the codes of a job run: one after the other, or all at once.
@@ -333,6 +337,16 @@ pub trait Scheduler: Send + Sync {
 
     /// Kills job `job_id`; whether the scheduler accepted.
     async fn kill(&self, transport: &dyn Transport, job_id: &str) -> Result<bool, SchedulerError>;
+
+    /// The id of the job submitted from `workdir`, or `None` when none was: asked when the engine
+    /// stopped between handing a job to the scheduler and recording its id (the node's `state` is
+    /// still `submitting`), so that the job is followed instead of submitted twice. The default
+    /// cannot tell ([`SchedulerError::CannotTell`]), and the engine pauses the process for a person
+    /// to decide.
+    async fn submitted_job(&self, transport: &dyn Transport, workdir: &Path) -> Result<Option<String>, SchedulerError> {
+        let _ = (transport, workdir);
+        Err(SchedulerError::CannotTell)
+    }
 }
 
 #[cfg(test)]

@@ -153,7 +153,7 @@ fn ignored_options_are_the_ones_set() {
 fn commands_are_aiidas() {
     assert_eq!(
         DirectScheduler::submit_command("_aiidasubmit.sh"),
-        "(bash '_aiidasubmit.sh' > /dev/null 2>&1 & echo $!) &"
+        "(bash '_aiidasubmit.sh' > /dev/null 2>&1 & echo $! > .aiida/job_id; echo $!) &"
     );
     assert_eq!(DirectScheduler::joblist_command(&[]), "ps -xo pid=,stat=,user=,time=");
     let ids = ["12".to_owned(), String::new(), "345".to_owned()];
@@ -216,10 +216,7 @@ async fn submit_reads_the_pid_and_reports_failures_with_stderr() {
     let workdir = Path::new("/work/dir");
     let canned = Canned::new(0, "4242\n", "");
     assert_eq!(DirectScheduler.submit(&canned, workdir, "_aiidasubmit.sh").await.unwrap(), "4242");
-    assert_eq!(
-        canned.commands(),
-        [("(bash '_aiidasubmit.sh' > /dev/null 2>&1 & echo $!) &".to_owned(), Some(workdir.to_owned()))]
-    );
+    assert_eq!(canned.commands(), [(DirectScheduler::submit_command("_aiidasubmit.sh"), Some(workdir.to_owned()))]);
     let noisy = Canned::new(0, "Welcome!\n4243\n", "profile warning\n");
     assert_eq!(DirectScheduler.submit(&noisy, workdir, "s.sh").await.unwrap(), "4243");
 
@@ -265,6 +262,7 @@ fn job_folder(template: &JobTemplate, input: &str) -> tempfile::TempDir {
     let scheduler = aiida::plugins::factory::<Schedulers>("core.direct").unwrap();
     std::fs::write(dir.path().join("_aiidasubmit.sh"), submit_script(scheduler.as_ref(), template)).unwrap();
     std::fs::write(dir.path().join("aiida.in"), input).unwrap();
+    std::fs::create_dir(dir.path().join(".aiida")).unwrap();
     dir
 }
 
@@ -288,6 +286,25 @@ async fn a_real_job_runs_to_the_end() {
     assert_eq!(std::fs::read_to_string(dir.path().join("aiida.out")).unwrap(), "3\n");
     assert_eq!(std::fs::read_to_string(dir.path().join("_scheduler-stdout.txt")).unwrap(), "");
     assert_eq!(std::fs::read_to_string(dir.path().join("_scheduler-stderr.txt")).unwrap(), "");
+}
+
+#[tokio::test]
+async fn a_submitted_job_is_found_from_its_folder() {
+    let transport = LocalTransport::new(false).unwrap();
+    let dir = job_folder(&job(None), "echo $((1 + 2))\n");
+    assert_eq!(DirectScheduler.submitted_job(&transport, dir.path()).await.unwrap(), None, "nothing submitted yet");
+    let job_id = DirectScheduler.submit(&transport, dir.path(), "_aiidasubmit.sh").await.unwrap();
+    assert_eq!(DirectScheduler.submitted_job(&transport, dir.path()).await.unwrap(), Some(job_id));
+
+    std::fs::write(dir.path().join(DirectScheduler::JOB_ID_FILE), "not a pid\n").unwrap();
+    let err = DirectScheduler.submitted_job(&transport, dir.path()).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("{} in {} holds \"not a pid\", not a PID", DirectScheduler::JOB_ID_FILE, dir.path().display())
+    );
+    let unreadable = Canned::new(1, "", "cat: .aiida/job_id: Permission denied\n");
+    let err = DirectScheduler.submitted_job(&unreadable, dir.path()).await.unwrap_err();
+    assert!(err.to_string().ends_with("exit status 1: cat: .aiida/job_id: Permission denied"), "{err}");
 }
 
 #[tokio::test]
