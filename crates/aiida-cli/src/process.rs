@@ -79,6 +79,14 @@ pub(crate) enum ProcessCommand {
         #[arg(short = 't', long, default_value_t = 10.0)]
         timeout: f64,
     },
+    /// Watch the state transitions of processes, until they have ended.
+    Watch {
+        /// Processes: pk, UUID or label.
+        processes: Vec<String>,
+        /// Select the most recently created node.
+        #[arg(short = 'M', long)]
+        most_recent_node: bool,
+    },
 }
 
 /// aiida's log levels.
@@ -356,6 +364,7 @@ pub(crate) fn run(command: ProcessCommand, context: &Context, out: &mut dyn Writ
         ProcessCommand::Kill { processes, timeout } => control(context, &processes, "kill", out, |storage, pk| {
             aiida_daemon::kill(storage, pk, aiida_daemon::KILLED_BY_VERDI, seconds(timeout))
         }),
+        ProcessCommand::Watch { processes, most_recent_node } => watch(context, &processes, most_recent_node, out),
         ProcessCommand::List(args) => list(&context.storage()?, context, *args, out),
         ProcessCommand::Show { processes, most_recent_node } => {
             let storage = context.storage()?;
@@ -417,6 +426,32 @@ fn control(
             }
             Err(e) => write_line(out, format!("Error: Problem with the request to {verb} Process<{pk}>: {e}")),
         }
+    }
+    Ok(())
+}
+
+/// `verdi process watch`: each state change of the processes as aiida prints the broadcasts it
+/// watches, until every one has ended (aiida's runs until interrupted).
+fn watch(context: &Context, processes: &[String], most_recent_node: bool, out: &mut dyn Write) -> Result<(), CliError> {
+    let storage = context.storage()?;
+    let (ended, followed): (Vec<Node>, Vec<Node>) =
+        selected(&storage, processes, most_recent_node)?.into_iter().partition(Node::is_sealed);
+    let critical = |e: aiida_daemon::AwaitError| CliError::Critical(aiida::report::Chain(&e).to_string());
+    let followed: Vec<i32> = followed.iter().filter_map(Node::pk).collect();
+    // Listening before saying so: a change from now on is shown.
+    let changes = aiida_daemon::watch(&storage, &followed).map_err(critical)?;
+    write_line(out, "Report: watching for broadcasted messages, press CTRL+C to stop...".to_owned());
+    for process in ended {
+        write_line(out, format!("Error: Process<{}> is already terminated", process.pk().unwrap_or_default()));
+    }
+    let _ = out.flush();
+    for change in changes {
+        let change = change.map_err(critical)?;
+        write_line(
+            out,
+            format!("Process<{}> [state_changed.{}.{}|--]: No message specified", change.pk, change.from, change.to),
+        );
+        let _ = out.flush();
     }
     Ok(())
 }

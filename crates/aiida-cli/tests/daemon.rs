@@ -227,3 +227,58 @@ fn verdi_process_pause_and_play_a_queued_process() {
     let node = aiida::orm::Node::load(&e.storage, pk.parse().unwrap()).unwrap();
     assert!(node.attribute("paused").is_none() && node.attribute("process_status").is_none());
 }
+
+#[test]
+fn verdi_process_watch_shows_each_state_change_until_the_process_ends() {
+    use std::io::BufRead;
+    let e = env();
+    let mut builder = ProcessBuilder::for_code(&e.code).unwrap();
+    builder.value("x", 1).value("y", 2);
+    let pk = aiida_engine::create_process(&e.storage, &builder).unwrap().pk().unwrap();
+    let mut watch = std::process::Command::new(assert_cmd::cargo::cargo_bin("verdi"))
+        .env("AIIDA_PATH", e.profile.dir.path())
+        .env_remove("AIIDA_PROFILE")
+        .args(["process", "watch", &pk.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    let stdout = std::io::BufReader::new(watch.stdout.take().unwrap());
+    std::thread::spawn(move || stdout.lines().map_while(Result::ok).try_for_each(|line| lines.send(line)));
+    let next = || received.recv_timeout(Duration::from_secs(30)).expect("a line from verdi process watch");
+    assert_eq!(next(), "Report: watching for broadcasted messages, press CTRL+C to stop...");
+
+    // The process runs (here, in this test) while verdi watches.
+    let (outputs, _) = aiida_engine::continue_process(&e.storage, pk).unwrap();
+    assert_eq!(outputs["sum"].attribute("value"), Some(&json!(3)));
+    let mut changes = Vec::new();
+    loop {
+        match received.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => changes.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = watch.kill();
+                panic!("verdi process watch did not end with the process: {changes:?}");
+            }
+        }
+    }
+    let status = watch.wait().unwrap();
+    assert!(status.success(), "verdi process watch ends once the process has: {status}");
+    let pattern = format!("Process<{pk}> [state_changed.");
+    let transitions: Vec<(&str, &str)> = changes
+        .iter()
+        .map(|line| {
+            let rest = line.strip_prefix(&pattern).unwrap_or_else(|| panic!("{line}"));
+            let (states, message) = rest.split_once("|--]: ").unwrap();
+            assert_eq!(message, "No message specified");
+            states.split_once('.').unwrap()
+        })
+        .collect();
+    assert_eq!(transitions.first(), Some(&("created", "waiting")), "{changes:?}");
+    assert_eq!(transitions.last(), Some(&("running", "finished")), "{changes:?}");
+    assert!(transitions.windows(2).all(|pair| pair[0].1 == pair[1].0), "each starts where the last ended: {changes:?}");
+
+    e.verdi().args(["process", "watch", &pk.to_string()]).assert().success().stdout(format!(
+        "Report: watching for broadcasted messages, press CTRL+C to stop...\nError: Process<{pk}> is already terminated\n"
+    ));
+}

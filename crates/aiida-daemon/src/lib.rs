@@ -18,7 +18,7 @@ mod worker;
 pub use client::{DaemonClient, DaemonError};
 pub use control::{KILLED_BY_VERDI, PAUSED_BY_VERDI, kill, pause, play};
 pub use queue::submit;
-pub use wait::{AwaitError, await_state};
+pub use wait::{AwaitError, StateChange, Watch, await_state, watch};
 
 /// Runs a daemon worker of profile `profile` (configured in the instance folder `instance`) in this
 /// process, in the foreground, until it is told to stop (SIGTERM, SIGINT): `verdi daemon worker`.

@@ -130,6 +130,100 @@ pub(crate) async fn wait_for(
     }
 }
 
+/// A process going from one state to another (`waiting` to `running`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    /// The process.
+    pub pk: i32,
+    /// The state it left.
+    pub from: String,
+    /// The state it is in.
+    pub to: String,
+}
+
+/// The state changes of processes `pks` as they happen, in order, from the engine's notifications:
+/// an iterator that blocks for the next change and ends once every process it follows has ended.
+/// A process that has ended already is not followed. Dropping it stops listening.
+pub fn watch(storage: &Storage, pks: &[i32]) -> Result<Watch, AwaitError> {
+    let (storage, pks) = (storage.clone(), pks.to_vec());
+    let (sender, changes) = tokio::sync::mpsc::unbounded_channel();
+    if pks.is_empty() {
+        return Ok(Watch { changes, task: aiida::runtime::handle().spawn(async move { drop(sender) }) });
+    }
+    // Listening before looking at the processes: a change in between is not missed.
+    let (ready, listening) = tokio::sync::oneshot::channel();
+    let task = aiida::runtime::handle().spawn(async move {
+        let notes = match StateChanges::open(&storage).await {
+            Ok(notes) => notes,
+            Err(reason) => {
+                let pk = pks.first().copied().unwrap_or_default();
+                return drop(ready.send(Err(AwaitError::Listen { pk, reason })));
+            }
+        };
+        let mut subscription = notes.subscribe();
+        let mut followed = std::collections::HashSet::new();
+        for &pk in &pks {
+            match Node::load_async(&storage, pk).await {
+                Ok(node) if !node.is_sealed() => drop(followed.insert(pk)),
+                Ok(_) => {}
+                Err(e) => {
+                    return drop(
+                        ready.send(Err(AwaitError::Listen { pk, reason: aiida::report::Chain(&e).to_string() })),
+                    );
+                }
+            }
+        }
+        let _ = ready.send(Ok(()));
+        while !followed.is_empty() {
+            let note = match subscription.recv().await {
+                Ok(note) => note,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    let reason = format!("{missed} state changes were missed (too many at once)");
+                    return drop(sender.send(Err(AwaitError::Listen { pk: *followed.iter().next().unwrap(), reason })));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            let mut fields = note.split(' ');
+            let (Some(Ok(pk)), Some(to), Some(from)) = (fields.next().map(str::parse), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            if followed.contains(&pk) {
+                if TERMINAL.contains(&to) {
+                    followed.remove(&pk);
+                }
+                if sender.send(Ok(StateChange { pk, from: from.to_owned(), to: to.to_owned() })).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let watch = Watch { changes, task };
+    aiida::runtime::block_on(listening).unwrap_or(Ok(()))?;
+    Ok(watch)
+}
+
+/// The state changes [`watch`] follows.
+#[derive(Debug)]
+pub struct Watch {
+    changes: tokio::sync::mpsc::UnboundedReceiver<Result<StateChange, AwaitError>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Iterator for Watch {
+    type Item = Result<StateChange, AwaitError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        aiida::runtime::block_on(self.changes.recv())
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// The state changes of the processes of a database, from a listening connection of their own
 /// (closed when this is dropped), for any number of waiters.
 pub(crate) struct StateChanges {

@@ -45,7 +45,7 @@ pub fn is_updatable_attribute(key: &str) -> bool {
 }
 
 /// The PostgreSQL notification channel on which process state changes are announced, with the
-/// payload `<pk> <state>` (ours: aiida-core announces nothing in its database).
+/// payload `<pk> <state> <previous state>` (ours: aiida-core announces nothing in its database).
 pub const PROCESS_STATE_CHANNEL: &str = "aiida_rs_process_state";
 
 /// Whether `node` is a process node.
@@ -92,7 +92,7 @@ impl Node {
     /// and removes those in `remove`, in one round trip. Setting `process_state` also records the
     /// time of the change in the setting `process|state_change|calculation` (or `|work`), as
     /// aiida-core does (`verdi process list` shows it), and announces it on the channel
-    /// [`PROCESS_STATE_CHANNEL`] (payload `<pk> <state>`), so that waiting needs no polling.
+    /// [`PROCESS_STATE_CHANNEL`] (payload `<pk> <state> <previous state>`), so that waiting needs no polling.
     pub fn update_process(
         &mut self,
         storage: &Storage,
@@ -128,14 +128,19 @@ impl Node {
             .db()
             .query(
                 "WITH updated AS (
-                     UPDATE db_dbnode SET attributes = (attributes - $2::text[]) || $3::jsonb, mtime = now()
-                     WHERE id = $1 AND NOT coalesce((attributes->>'sealed')::boolean, false) RETURNING mtime
+                     UPDATE db_dbnode SET attributes = (db_dbnode.attributes - $2::text[]) || $3::jsonb, mtime = now()
+                     FROM (SELECT id, attributes->>'process_state' AS state FROM db_dbnode WHERE id = $1 FOR UPDATE)
+                          AS previous
+                     WHERE db_dbnode.id = previous.id
+                       AND NOT coalesce((db_dbnode.attributes->>'sealed')::boolean, false)
+                     RETURNING mtime, previous.state
                  ), changed AS (
                      INSERT INTO db_dbsetting (key, val, description, time)
                      SELECT $4::text, $5::jsonb, '', now() WHERE $4::text IS NOT NULL AND EXISTS (SELECT 1 FROM updated)
                      ON CONFLICT (key) DO UPDATE SET val = EXCLUDED.val, time = EXCLUDED.time
                  ), announced AS (
-                     SELECT pg_notify('aiida_rs_process_state', $1::text || ' ' || ($3::jsonb ->> 'process_state'))
+                     SELECT pg_notify('aiida_rs_process_state',
+                                      concat_ws(' ', $1::text, $3::jsonb ->> 'process_state', coalesce(state, 'created')))
                      FROM updated WHERE $4::text IS NOT NULL
                  )
                  SELECT mtime, (SELECT count(*) FROM announced) FROM updated",
