@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use aiida::orm::Node;
-use aiida_daemon::{AwaitError, DaemonClient};
-use aiida_engine::ProcessBuilder;
+use aiida_daemon::{AwaitError, DaemonClient, Submittable};
 
 use crate::error::FixtureError;
 use crate::profile::AiidaProfile;
@@ -38,10 +37,11 @@ impl TestDaemon {
         &self.client
     }
 
-    /// Submits `builder` and waits, on state-change notifications, until its process is
-    /// `finished`, for at most 20 s (aiida's `submit_and_await` defaults).
-    pub fn submit_and_await(&self, builder: &ProcessBuilder) -> Result<Node, AwaitError> {
-        self.submit_and_await_state(builder, "finished", Duration::from_secs(20))
+    /// Submits `submittable` (a builder, a calculation job's entry point with its inputs, or a
+    /// stored process node: see [`Submittable`]) and waits, on state-change notifications, until
+    /// its process is `finished`, for at most 20 s (aiida's `submit_and_await` defaults).
+    pub fn submit_and_await(&self, submittable: impl Submittable) -> Result<Node, AwaitError> {
+        self.submit_and_await_state(submittable, "finished", Duration::from_secs(20))
     }
 
     /// [`TestDaemon::submit_and_await`] for another state and timeout; fails at once when the
@@ -49,11 +49,11 @@ impl TestDaemon {
     /// of the daemon log.
     pub fn submit_and_await_state(
         &self,
-        builder: &ProcessBuilder,
+        submittable: impl Submittable,
         state: &str,
         timeout: Duration,
     ) -> Result<Node, AwaitError> {
-        self.client.submit_and_await(builder, state, timeout)
+        self.client.submit_and_await(submittable, state, timeout)
     }
 }
 

@@ -523,6 +523,37 @@ fn submit_and_await_runs_a_calculation_on_the_daemon(submit_and_await: TestDaemo
 }
 
 #[rstest]
+fn submit_and_await_takes_an_entry_point_with_inputs_or_a_process_node(
+    submit_and_await: TestDaemon,
+    aiida_computer: ComputerFactory,
+) {
+    use aiida_fixtures::aiida::orm::data;
+    let storage = aiida_fixtures::fixtures::aiida_profile();
+    let sum = |node: &aiida::orm::Node| {
+        let outputs = node.outgoing(&storage).unwrap();
+        outputs.into_iter().find(|l| l.label == "sum").map(|l| l.node.attribute("value").cloned())
+    };
+    let code = adder(&aiida_computer, "/bin/bash");
+    let (x, y) = (data::int(20), data::int(22));
+    let node =
+        submit_and_await.submit_and_await(("core.arithmetic.add", [("code", &code), ("x", &x), ("y", &y)])).unwrap();
+    assert_eq!(sum(&node), Some(Some(serde_json::json!(42))));
+
+    // A process only created is queued; one that ended is returned as it is.
+    let created = aiida_fixtures::aiida_engine::create_process(&storage, &add(&code, 1, 2)).unwrap();
+    let node = submit_and_await.submit_and_await(&created).unwrap();
+    assert_eq!(sum(&node), Some(Some(serde_json::json!(3))));
+    let again = submit_and_await.submit_and_await(&node).unwrap();
+    assert_eq!(again.pk(), node.pk());
+
+    let err = submit_and_await.submit_and_await(&code).unwrap_err();
+    let expected = format!("not node {} ({}): submit a builder instead", code.pk().unwrap(), code.node_type());
+    assert_eq!(err.to_string(), format!("invalid inputs: only a stored process node can be submitted, {expected}"));
+    let err = submit_and_await.submit_and_await(&x).unwrap_err();
+    assert!(err.to_string().ends_with("not an unstored data.core.int.Int. node: submit a builder instead"), "{err}");
+}
+
+#[rstest]
 fn submit_and_await_fails_at_once_on_another_end_and_names_the_state_on_a_timeout(
     submit_and_await: TestDaemon,
     aiida_computer: ComputerFactory,

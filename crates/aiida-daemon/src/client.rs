@@ -185,16 +185,16 @@ impl DaemonClient {
         self.worker_pids().into_iter().any(|pid| alive(pid) && self.registered(pid).unwrap_or(false))
     }
 
-    /// Submits `builder` to this daemon and waits until its process is in `state` (aiida's
-    /// `submit_and_await`; see [`await_state`](crate::await_state)). A timeout's error ends with
-    /// the end of the daemon log.
+    /// Submits `submittable` (a builder, an entry point with inputs, a process node) to this
+    /// daemon and waits until its process is in `state` (aiida's `submit_and_await`; see
+    /// [`await_state`](crate::await_state)). A timeout's error ends with the end of the daemon log.
     pub fn submit_and_await(
         &self,
-        builder: &aiida_engine::ProcessBuilder,
+        submittable: impl crate::Submittable,
         state: &str,
         timeout: Duration,
     ) -> Result<aiida::orm::Node, crate::AwaitError> {
-        let node = crate::submit(&self.storage, builder)?;
+        let node = submittable.submit_to(&self.storage)?;
         let (storage, changes, pk, wanted) =
             (self.storage.clone(), self.changes.clone(), node.pk().unwrap_or_default(), state.to_owned());
         let waited = aiida::runtime::block_on(aiida::runtime::on_runtime(async move {

@@ -17,7 +17,7 @@ mod worker;
 
 pub use client::{DaemonClient, DaemonError};
 pub use control::{KILLED_BY_VERDI, PAUSED_BY_VERDI, kill, pause, play};
-pub use queue::submit;
+pub use queue::{Submittable, submit};
 pub use wait::{AwaitError, StateChange, Watch, await_state, watch};
 
 /// Runs a daemon worker of profile `profile` (configured in the instance folder `instance`) in this
