@@ -7,7 +7,7 @@ use aiida::orm::Node;
 use aiida::storage::{Storage, literal};
 
 use crate::queue::{CHANNEL, ensure_tables};
-use crate::wait::AwaitError;
+use crate::wait::{AwaitError, StateChanges, wait_for, wait_for_node};
 use crate::worker::{LOCK_CLASS, connect_own};
 
 /// The status a process killed through `verdi process kill` ends with (aiida's text).
@@ -60,6 +60,8 @@ fn request(
             return Ok(node);
         }
         ensure_tables(&storage).await?;
+        // Listening before asking: the worker's answer is not missed.
+        let changes = StateChanges::open(&storage).await.map_err(fail)?;
         storage
             .execute_own_async(&format!(
                 "INSERT INTO aiida_rs_process_control (process_id, intent, message) VALUES ({pk}, {intent}, {message})
@@ -99,25 +101,9 @@ fn request(
         drop(session);
         if intent == "pause" {
             // Paused is no process state: wait until the worker has let the process go.
-            let deadline = std::time::Instant::now() + timeout;
-            loop {
-                let node =
-                    Node::load_async(&storage, pk).await.map_err(|e| fail(aiida::report::Chain(&e).to_string()))?;
-                if node.attribute("paused").is_some() || node.is_sealed() {
-                    return Ok(node);
-                }
-                if std::time::Instant::now() > deadline {
-                    return Err(AwaitError::Timeout {
-                        pk,
-                        state: "not paused".into(),
-                        wanted: "paused".into(),
-                        seconds: timeout.as_secs_f64(),
-                        report: String::new(),
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
+            let paused = |node: &Node| node.attribute("paused").is_some() || node.is_sealed();
+            return wait_for_node(&storage, &changes, pk, "paused", paused, timeout).await;
         }
-        crate::wait::wait_until(&storage, pk, "killed", timeout).await
+        wait_for(&storage, &changes, pk, "killed", timeout).await
     }))
 }

@@ -82,6 +82,20 @@ pub(crate) async fn wait_for(
     wanted: &str,
     timeout: Duration,
 ) -> Result<Node, AwaitError> {
+    let reached = |node: &Node| node.attribute("process_state").and_then(|v| v.as_str()).unwrap_or("created") == wanted;
+    wait_for_node(storage, changes, pk, wanted, reached, timeout).await
+}
+
+/// Waits until process `pk` is `reached` (described as `wanted`), woken by the notifications
+/// `changes` listens to; an end that is not `reached` fails at once.
+pub(crate) async fn wait_for_node(
+    storage: &Storage,
+    changes: &StateChanges,
+    pk: i32,
+    wanted: &str,
+    reached: impl Fn(&Node) -> bool,
+    timeout: Duration,
+) -> Result<Node, AwaitError> {
     let wanted = wanted.to_owned();
     let fail = |reason: String| AwaitError::Listen { pk, reason };
     // Subscribed before looking: a change between the two is not missed.
@@ -90,10 +104,10 @@ pub(crate) async fn wait_for(
     let prefix = format!("{pk} ");
     loop {
         let node = Node::load_async(storage, pk).await.map_err(|e| fail(aiida::report::Chain(&e).to_string()))?;
-        let current = node.attribute("process_state").and_then(|v| v.as_str()).unwrap_or("created").to_owned();
-        if current == wanted {
+        if reached(&node) {
             return Ok(node);
         }
+        let current = node.attribute("process_state").and_then(|v| v.as_str()).unwrap_or("created").to_owned();
         if TERMINAL.contains(&current.as_str()) {
             let detail = match (node.attribute("exit_status"), node.attribute("exception")) {
                 (Some(status), _) => format!(" [{status}]"),
@@ -184,9 +198,10 @@ pub fn watch(storage: &Storage, pks: &[i32]) -> Result<Watch, AwaitError> {
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             };
             let mut fields = note.split(' ');
-            let (Some(Ok(pk)), Some(to), Some(from)) = (fields.next().map(str::parse), fields.next(), fields.next())
+            let (Some(Ok(pk)), Some(to), Some(from), None) =
+                (fields.next().map(str::parse), fields.next(), fields.next(), fields.next())
             else {
-                continue;
+                continue; // (or paused or played)
             };
             if followed.contains(&pk) {
                 if TERMINAL.contains(&to) {

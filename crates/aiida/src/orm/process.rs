@@ -45,7 +45,8 @@ pub fn is_updatable_attribute(key: &str) -> bool {
 }
 
 /// The PostgreSQL notification channel on which process state changes are announced, with the
-/// payload `<pk> <state> <previous state>` (ours: aiida-core announces nothing in its database).
+/// payload `<pk> <state> <previous state>`, and a process being paused or played, with `paused`
+/// or `played` after that (ours: aiida-core announces nothing in its database).
 pub const PROCESS_STATE_CHANNEL: &str = "aiida_rs_process_state";
 
 /// Whether `node` is a process node.
@@ -92,7 +93,7 @@ impl Node {
     /// and removes those in `remove`, in one round trip. Setting `process_state` also records the
     /// time of the change in the setting `process|state_change|calculation` (or `|work`), as
     /// aiida-core does (`verdi process list` shows it), and announces it on the channel
-    /// [`PROCESS_STATE_CHANNEL`] (payload `<pk> <state> <previous state>`), so that waiting needs no polling.
+    /// [`PROCESS_STATE_CHANNEL`] (as does pausing and playing), so that waiting needs no polling.
     pub fn update_process(
         &mut self,
         storage: &Storage,
@@ -122,6 +123,11 @@ impl Node {
             let key = if self.node_type().starts_with("process.calculation.") { "calculation" } else { "work" };
             format!("process|state_change|{key}")
         });
+        let pausing = match (set.get("paused"), remove.contains(&"paused")) {
+            (Some(Value::Bool(true)), _) => Some("paused"),
+            (_, true) => Some("played"),
+            _ => None,
+        };
         let now = Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false));
         let changes = Value::Object(set.clone());
         let rows = storage
@@ -139,12 +145,13 @@ impl Node {
                      SELECT $4::text, $5::jsonb, '', now() WHERE $4::text IS NOT NULL AND EXISTS (SELECT 1 FROM updated)
                      ON CONFLICT (key) DO UPDATE SET val = EXCLUDED.val, time = EXCLUDED.time
                  ), announced AS (
-                     SELECT pg_notify('aiida_rs_process_state',
-                                      concat_ws(' ', $1::text, $3::jsonb ->> 'process_state', coalesce(state, 'created')))
-                     FROM updated WHERE $4::text IS NOT NULL
+                     SELECT pg_notify('aiida_rs_process_state', concat_ws(' ', $1::text,
+                                      coalesce($3::jsonb ->> 'process_state', state, 'created'),
+                                      coalesce(state, 'created'), $6::text))
+                     FROM updated WHERE $4::text IS NOT NULL OR $6::text IS NOT NULL
                  )
                  SELECT mtime, (SELECT count(*) FROM announced) FROM updated",
-                &[&pk, &remove, &changes, &state_change, &now],
+                &[&pk, &remove, &changes, &state_change, &now, &pausing],
             )
             .await?;
         let Some(row) = rows.first() else { return Err(OrmError::Sealed { pk }) };
