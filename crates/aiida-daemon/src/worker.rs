@@ -110,9 +110,15 @@ async fn serve(storage: Storage, parent: Option<u32>) -> Result<(), String> {
     let mut processes = tokio::task::JoinSet::new();
     let mut running: std::collections::HashMap<i32, tokio::task::AbortHandle> = Default::default();
     let mut beat = tokio::time::interval(Duration::from_secs(1));
-    tracing::info!(worker = %id, "serving");
+    // How many processes it runs at once at most (aiida's option and default): the others stay
+    // queued for other workers, or for this one when a slot frees.
+    let slots = storage.profile().options().get("daemon.worker_process_slots").and_then(serde_json::Value::as_u64);
+    let slots = slots.map_or(200, |slots| slots.max(1) as usize);
+    tracing::info!(worker = %id, slots, "serving");
     loop {
-        while let Some(pk) = claim(&storage, &id).await.map_err(|e| chain(&e))? {
+        while running.len() < slots
+            && let Some(pk) = claim(&storage, &id).await.map_err(|e| chain(&e))?
+        {
             // A process runs only under its lock, held by the session of the worker running it:
             // a worker whose claims were taken over while it still runs (it missed its heartbeats)
             // keeps the lock, and no one else runs the process meanwhile; a worker that died lost

@@ -358,3 +358,35 @@ fn a_paused_process_waits_and_finishes_once_played() {
     assert_eq!(std::fs::read_to_string(&count).unwrap(), "ran\n", "the job ran once");
     client.stop(Duration::from_secs(5)).unwrap();
 }
+
+#[test]
+fn a_worker_runs_no_more_processes_at_once_than_its_slots() {
+    let s = LocalSetup::new(&[("daemon.worker_process_slots", json!(2))]);
+    let client = DaemonClient::new(&s.storage, s.profile.instance().dir()).tied_to_this_process();
+    client.start(1).unwrap();
+    let mut builder = add(&s, 1, 2);
+    builder.option("sleep", 1);
+    let pks: Vec<i32> = (0..5).map(|_| aiida_daemon::submit(&s.storage, &builder).unwrap().pk().unwrap()).collect();
+    let (mut most_claimed, mut most_active) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let claimed = aiida::runtime::block_on(
+            s.storage.execute_own_async("SELECT count(*) FROM aiida_rs_process_queue WHERE worker IS NOT NULL"),
+        )
+        .unwrap();
+        let claimed: usize = claimed[0][0].as_deref().unwrap().parse().unwrap();
+        let nodes: Vec<Node> = pks.iter().map(|pk| Node::load(&s.storage, *pk).unwrap()).collect();
+        let state = |node: &Node| node.attribute("process_state").cloned();
+        let active =
+            nodes.iter().filter(|n| [Some(json!("waiting")), Some(json!("running"))].contains(&state(n))).count();
+        (most_claimed, most_active) = (most_claimed.max(claimed), most_active.max(active));
+        if nodes.iter().all(Node::is_sealed) {
+            assert!(nodes.iter().all(|n| n.attribute("exit_status") == Some(&json!(0))));
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all finished: {:?}", nodes.iter().map(state).collect::<Vec<_>>());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!((most_claimed, most_active), (2, 2), "two slots, used and not exceeded");
+    client.stop(Duration::from_secs(5)).unwrap();
+}

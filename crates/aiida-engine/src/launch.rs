@@ -346,7 +346,15 @@ impl CalcJobProcess {
         // Valid: store what is not stored yet, then the process node with its input links.
         let mut nodes = builder.inputs.clone();
         for node in nodes.values_mut() {
-            node.store_async(storage).await?;
+            match node.store_async(storage).await {
+                Ok(_) => {}
+                // The builder launched again: its nodes are stored since the first launch (aiida's
+                // builder holds the very nodes, which its first launch stored).
+                Err(OrmError::Storage(e)) if e.is_unique_violation() => {
+                    *node = Node::load_uuid_async(storage, node.uuid()).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let mut node = Node::new("process.calculation.calcjob.CalcJobNode.");
         node.set_process_type(format!("aiida.calculations:{}", builder.entry_point))?;

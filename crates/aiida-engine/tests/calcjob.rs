@@ -682,3 +682,19 @@ fn a_scheduler_that_cannot_tell_whether_it_has_the_job_pauses_the_process_for_a_
     assert_eq!(outputs["sum"].attribute("value"), Some(&json!(3)));
     assert_eq!(STOPS_UNSURE.submits.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+#[test]
+fn a_builder_run_twice_uses_the_input_nodes_its_first_run_stored() {
+    let s = setup();
+    let builder = add(&s, 1, 2);
+    let (_, first) = run_get_node(&s.storage, &builder).unwrap();
+    let (outputs, second) = run_get_node(&s.storage, &builder).unwrap();
+    assert_eq!(outputs["sum"].attribute("value"), Some(&json!(3)));
+    let inputs = |node: &Node| {
+        let mut pks: Vec<_> = node.incoming(&s.storage).unwrap().into_iter().map(|l| (l.label, l.node.pk())).collect();
+        pks.sort();
+        pks
+    };
+    assert_ne!(first.pk(), second.pk());
+    assert_eq!(inputs(&first), inputs(&second), "the same code, x and y nodes");
+}

@@ -69,13 +69,22 @@ pub struct LocalSetup {
 }
 
 impl LocalSetup {
-    /// The setup, with profile options `options` (e.g. quick retries).
+    /// The setup, with profile options `options` (e.g. quick retries), in the profile the storage
+    /// opens and in the instance folder's configuration.
     pub fn new(options: &[(&str, serde_json::Value)]) -> LocalSetup {
         let profile = TestProfile::new(&aiida_template());
         let mut with_options = profile.profile.clone();
         for (key, value) in options {
             with_options.set_option(*key, value.clone());
         }
+        // Also in the instance folder, where `verdi` and daemon workers read them.
+        profile
+            .instance()
+            .update(|config| {
+                config.remove_profile(with_options.name())?;
+                config.add_profile(with_options.clone())
+            })
+            .unwrap();
         let storage = aiida::storage::Storage::initialise(&with_options).unwrap();
         let work = tempfile::tempdir().unwrap();
         let mut computer = aiida::orm::Computer::new("localhost", "localhost", "core.local", "core.direct")
