@@ -10,10 +10,7 @@
 //! from a process with 400 MB resident). The one difference: the command keeps the engine's
 //! controlling terminal, if it has one (a daemon worker has none).
 
-mod pattern;
-
 use std::io::{self, ErrorKind};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -23,8 +20,8 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use tokio::io::AsyncWriteExt;
 
+use super::pattern::{glob, has_magic, inside};
 use super::{AuthOption, CommandOutput, Transport, TransportError, TransportType, bool_param, seconds_param};
-use pattern::{glob, has_magic};
 
 const USE_LOGIN_SHELL: &str = "use_login_shell";
 const SAFE_INTERVAL: &str = "safe_interval";
@@ -163,21 +160,6 @@ async fn blocking<T: Send + 'static>(
 /// Whether something (a dangling link included) is at `path`.
 fn lexists(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok()
-}
-
-/// Whether `path` names a folder's contents rather than the folder (`dir/` or `dir/.`): a tree is
-/// then copied into the destination itself, as Python's `os.path.split(path)[1]` is empty.
-fn names_contents(path: &Path) -> bool {
-    let bytes = path.as_os_str().as_bytes();
-    bytes.ends_with(b"/") || bytes.ends_with(b"/.")
-}
-
-/// `dir/<the last component of path>`, or `dir` itself when `path` names a folder's contents.
-fn inside(dir: &Path, path: &Path) -> PathBuf {
-    match path.file_name() {
-        Some(name) if !names_contents(path) => dir.join(name),
-        _ => dir.to_owned(),
-    }
 }
 
 fn io_error(action: &'static str, path: &Path, source: io::Error) -> TransportError {

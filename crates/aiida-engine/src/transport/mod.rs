@@ -7,6 +7,7 @@
 //! and user.
 
 mod local;
+pub mod pattern;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -222,7 +223,7 @@ pub fn escape_for_bash(text: &str, double_quotes: bool) -> String {
 }
 
 /// The value of a boolean authentication parameter, or its default.
-pub(crate) fn bool_param(params: &Map<String, Value>, name: &str, default: bool) -> Result<bool, TransportError> {
+pub fn bool_param(params: &Map<String, Value>, name: &str, default: bool) -> Result<bool, TransportError> {
     match params.get(name) {
         None | Some(Value::Null) => Ok(default),
         Some(Value::Bool(b)) => Ok(*b),
@@ -235,11 +236,7 @@ pub(crate) fn bool_param(params: &Map<String, Value>, name: &str, default: bool)
 }
 
 /// The value of a duration parameter given in seconds, or its default.
-pub(crate) fn seconds_param(
-    params: &Map<String, Value>,
-    name: &str,
-    default: Duration,
-) -> Result<Duration, TransportError> {
+pub fn seconds_param(params: &Map<String, Value>, name: &str, default: Duration) -> Result<Duration, TransportError> {
     match params.get(name) {
         None | Some(Value::Null) => Ok(default),
         Some(Value::Number(n)) if n.as_f64().is_some_and(|s| s >= 0.0 && s.is_finite()) => {

@@ -1,5 +1,5 @@
-//! Glob patterns as Python's `glob.glob` and `fnmatch` read them (what aiida's transports use):
-//! `*`, `?` and `[...]` (`[!...]` negated, `a-z` ranges) within one path component, no escapes;
+//! Paths as aiida's transports read them, for every transport. Glob patterns as Python's
+//! `glob.glob` and `fnmatch` read them (what aiida's transports use): `*`, `?` and `[...]` (`[!...]` negated, `a-z` ranges) within one path component, no escapes;
 //! a `[` without its `]` is a plain character. A name starting with `.` matches only a pattern
 //! component that starts with `.` too, and a pattern ending with `/` matches only folders.
 
@@ -7,8 +7,24 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+/// Whether `path` names a folder's contents rather than the folder (`dir/` or `dir/.`): a tree is
+/// then copied into the destination itself, as Python's `os.path.split(path)[1]` is empty.
+pub fn names_contents(path: &Path) -> bool {
+    let bytes = path.as_os_str().as_bytes();
+    bytes.ends_with(b"/") || bytes.ends_with(b"/.")
+}
+
+/// `dir/<the last component of path>`, or `dir` itself when `path` names a folder's contents:
+/// where a transfer of `path` into the folder `dir` puts it.
+pub fn inside(dir: &Path, path: &Path) -> PathBuf {
+    match path.file_name() {
+        Some(name) if !names_contents(path) => dir.join(name),
+        _ => dir.to_owned(),
+    }
+}
+
 /// Whether `path` holds any of the glob characters `*`, `?` and `[` (Python's `glob.has_magic`).
-pub(crate) fn has_magic(path: &Path) -> bool {
+pub fn has_magic(path: &Path) -> bool {
     has_magic_bytes(path.as_os_str().as_bytes())
 }
 
@@ -30,13 +46,14 @@ enum Token {
 
 /// One path component's pattern, compiled.
 #[derive(Debug, Clone)]
-pub(crate) struct Pattern {
+pub struct Pattern {
     tokens: Vec<Token>,
     dot_first: bool,
 }
 
 impl Pattern {
-    pub(crate) fn new(pattern: &str) -> Pattern {
+    /// `pattern` (one path component), compiled.
+    pub fn new(pattern: &str) -> Pattern {
         let chars: Vec<char> = pattern.chars().collect();
         let mut tokens = Vec::new();
         let mut i = 0;
@@ -72,7 +89,7 @@ impl Pattern {
     }
 
     /// Whether `name` (one path component) matches, hidden names included.
-    pub(crate) fn matches(&self, name: &str) -> bool {
+    pub fn matches(&self, name: &str) -> bool {
         let name: Vec<char> = name.chars().collect();
         let tokens = &self.tokens;
         let (mut t, mut n) = (0, 0);
@@ -108,7 +125,7 @@ impl Pattern {
 
     /// Whether `name` matches as glob lists a folder: names starting with `.` only for a pattern
     /// that starts with `.`.
-    pub(crate) fn matches_listed(&self, name: &str) -> bool {
+    pub fn matches_listed(&self, name: &str) -> bool {
         (self.dot_first || !name.starts_with('.')) && self.matches(name)
     }
 }
@@ -144,7 +161,7 @@ fn parse_set(chars: &[char], start: usize) -> Option<(Token, usize)> {
 /// The paths matching the absolute pattern `pattern`, sorted (Python's `glob.glob`, not
 /// recursive: `**` is `*`). A pattern without glob characters gives itself when it exists.
 /// Folders that cannot be listed give nothing.
-pub(crate) fn glob(pattern: &Path) -> Vec<PathBuf> {
+pub fn glob(pattern: &Path) -> Vec<PathBuf> {
     let bytes = pattern.as_os_str().as_bytes();
     let dirs_only = bytes.ends_with(b"/");
     let components: Vec<&[u8]> = bytes.split(|b| *b == b'/').filter(|c| !c.is_empty()).collect();
