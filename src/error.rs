@@ -49,6 +49,9 @@ pub enum FixtureError {
     /// An executable is not on `PATH`.
     #[error("The executable \"{0}\" was not found in the $PATH.")]
     NoExecutable(String),
+    /// The SSH server or key of the SSH fixtures.
+    #[error("the SSH fixtures failed: {0}")]
+    Ssh(String),
     /// The daemon could not be started.
     #[error("the daemon could not be started: {0}")]
     Daemon(String),

@@ -263,6 +263,24 @@ pub fn aiida_localhost() -> Computer {
     or_panic("aiida_localhost", aiida_computer_local().get(Some("localhost"), true))
 }
 
+/// The path of the run's private SSH key, ed25519, made once per run (aiida's `ssh_key`, an RSA
+/// key per session); the public key is beside it, with `.pub`. Cargo feature `ssh`.
+#[cfg(feature = "ssh")]
+#[fixture]
+pub fn ssh_key() -> std::path::PathBuf {
+    or_panic("ssh_key", crate::ssh::run_key())
+}
+
+/// Gets or creates `core.ssh` + `core.direct` computers on a private SSH server the harness
+/// starts for the test process (or on the host in `AIIDA_TEST_SSH_HOST`), configured with the
+/// run's key unless asked not to (aiida's `aiida_computer_ssh`, which needs password-less SSH to
+/// localhost set up by hand). Cargo feature `ssh`.
+#[cfg(feature = "ssh")]
+#[fixture]
+pub fn aiida_computer_ssh() -> crate::SshComputerFactory {
+    crate::SshComputerFactory::new(aiida_computer())
+}
+
 /// Gets or creates codes by data type and label (aiida's `aiida_code`).
 #[fixture]
 pub fn aiida_code() -> CodeFactory {

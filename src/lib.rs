@@ -39,6 +39,8 @@ mod error;
 pub mod fixtures;
 mod profile;
 mod spare;
+#[cfg(feature = "ssh")]
+mod ssh;
 
 pub use cluster::{ConfigPsqlDos, DatabaseConfig, PostgresCluster};
 pub use computers::{
@@ -51,9 +53,16 @@ pub use error::FixtureError;
 pub use fixtures::{AiidaManager, AiidaProfileFactory};
 pub use profile::{AiidaInstance, AiidaProfile, DEFAULT_EMAIL, GroupProfile, ProfileOptions, TEST_PROFILE_ENV};
 pub use {aiida, aiida_daemon, aiida_engine, testpg};
+#[cfg(feature = "ssh")]
+pub use {
+    aiida_ssh,
+    ssh::{SshComputerFactory, TEST_SSH_HOST_ENV, TEST_SSH_KEY_ENV},
+};
 
 /// Everything a test imports: `use aiida_fixtures::prelude::*;`.
 pub mod prelude {
+    #[cfg(feature = "ssh")]
+    pub use crate::SshComputerFactory;
     pub use crate::fixtures::*;
     pub use crate::{
         AiidaInstance, AiidaProfile, CodeFactory, ComputerFactory, ComputerSpec, ConfigPsqlDos, DatabaseConfig,

@@ -586,3 +586,118 @@ fn the_daemon_fixtures_start_and_stop_workers(daemon_client: TestDaemon) {
         assert!(stat.is_empty() || stat.contains(") Z "), "worker {pid} outlived its fixture");
     }
 }
+
+// ---- SSH (cargo feature `ssh`): a private sshd, nothing configured by hand ----
+
+#[cfg(feature = "ssh")]
+#[rstest]
+fn the_run_has_one_ssh_key_pair(ssh_key: std::path::PathBuf) {
+    let public = std::fs::read_to_string(ssh_key.with_extension("pub")).unwrap();
+    assert!(public.starts_with("ssh-ed25519 "), "{public}");
+    let private = std::fs::read_to_string(&ssh_key).unwrap();
+    assert!(private.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&ssh_key).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(aiida_fixtures::fixtures::ssh_key(), ssh_key, "one per run");
+}
+
+#[cfg(feature = "ssh")]
+#[rstest]
+fn core_arithmetic_add_runs_over_core_ssh_with_run_and_through_the_daemon(
+    aiida_computer_ssh: SshComputerFactory,
+    submit_and_await: TestDaemon,
+) {
+    let storage = aiida_fixtures::fixtures::aiida_profile();
+    let computer = aiida_computer_ssh.get(Some("ssh"), true).unwrap();
+    assert_eq!((computer.hostname(), computer.transport_type()), ("localhost", "core.ssh"));
+    let mut code =
+        aiida::orm::data::installed_code(&computer, "/bin/bash", "add-ssh", Some("core.arithmetic.add")).unwrap();
+    code.store(&storage).unwrap();
+    let sum =
+        |outputs: &std::collections::BTreeMap<String, aiida::orm::Node>| outputs["sum"].attribute("value").cloned();
+    let (outputs, node) = aiida_fixtures::aiida_engine::run_get_node(&storage, &add(&code, 1, 2)).unwrap();
+    assert_eq!(sum(&outputs), Some(serde_json::json!(3)));
+    assert_eq!(node.attribute("exit_status"), Some(&serde_json::json!(0)));
+
+    let node = submit_and_await.submit_and_await(&add(&code, 20, 22)).unwrap();
+    let outputs = node.outgoing(&storage).unwrap();
+    let sum = outputs.into_iter().find(|l| l.label == "sum").unwrap();
+    assert_eq!(sum.node.attribute("value"), Some(&serde_json::json!(42)));
+
+    let unconfigured = aiida_computer_ssh.get(None, false).unwrap();
+    let user = aiida::orm::User::default_user(&storage).unwrap();
+    assert!(!unconfigured.is_configured(&storage, &user).unwrap());
+}
+
+/// The processes whose command line contains `needle`, and their children.
+#[cfg(feature = "ssh")]
+fn processes_with(needle: &str) -> Vec<u32> {
+    let stat_parent = |pid: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state =
+            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect::<Vec<_>>()).unwrap_or_default();
+        (state.first() != Some(&"Z")).then(|| state.get(1).and_then(|p| p.parse::<u32>().ok())).flatten()
+    };
+    let pids: Vec<u32> =
+        std::fs::read_dir("/proc").unwrap().flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
+    let listeners: Vec<u32> = pids
+        .iter()
+        .copied()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect();
+    let children = pids.iter().copied().filter(|pid| stat_parent(*pid).is_some_and(|p| listeners.contains(&p)));
+    listeners.iter().copied().filter(|pid| stat_parent(*pid).is_some()).chain(children).collect()
+}
+
+#[cfg(feature = "ssh")]
+#[test]
+fn the_private_sshd_and_its_sessions_end_when_the_test_process_is_killed() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "sshd_starter_child", "--nocapture", "--test-threads", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines.map_while(Result::ok).any(|line| line.contains("SSHD READY"));
+    assert!(ready, "the child started its server and logged in");
+    let needle = format!("/sshd-{}-", child.id());
+    let running = processes_with(&needle);
+    assert!(running.len() >= 2, "a server and the child's session: {running:?}");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while running
+        .iter()
+        .any(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z ")))
+    {
+        assert!(std::time::Instant::now() < deadline, "sshd outlived the killed test process: {running:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Run by the test above in a process of its own, which it kills (ignored otherwise).
+#[cfg(feature = "ssh")]
+#[test]
+#[ignore = "run by the_private_sshd_and_its_sessions_end_when_the_test_process_is_killed"]
+fn sshd_starter_child() {
+    use aiida_fixtures::aiida_engine::groups::Transports;
+    let storage = aiida_fixtures::fixtures::aiida_profile();
+    let computer = aiida_fixtures::fixtures::aiida_computer_ssh().get(None, true).unwrap();
+    let user = aiida::orm::User::default_user(&storage).unwrap();
+    let params = computer.authinfo(&storage, &user).unwrap().auth_params().clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let transport = runtime.block_on(async {
+        let ssh = plugins::factory::<Transports>("core.ssh").unwrap();
+        ssh.open(computer.hostname(), &params).await.unwrap()
+    });
+    let out = runtime.block_on(transport.exec_command_wait("echo in", None, None)).unwrap();
+    assert_eq!(out.stdout_text(), "in\n");
+    println!("SSHD READY");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
