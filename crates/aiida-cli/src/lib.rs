@@ -12,6 +12,10 @@ use aiida::orm::OrmError;
 use aiida::plugins::PluginError;
 use aiida::storage::{Storage, StorageError};
 
+// Linked for its entry point, `aiida.transports:core.ssh`.
+#[cfg(feature = "ssh")]
+use aiida_ssh as _;
+
 mod calcjob;
 mod code;
 mod computer;

@@ -449,6 +449,58 @@ fn computer_test_passes_on_core_local_with_the_verdi_binary() {
     );
 }
 
+/// `verdi computer configure core.ssh` and `verdi computer test` against a private sshd.
+#[cfg(feature = "ssh")]
+#[test]
+fn computer_test_passes_on_core_ssh_with_the_verdi_binary() {
+    use aiida_ssh::sshd::{PrivateSshd, generate_key_pair};
+    let e = env();
+    let work = tempfile::tempdir().unwrap();
+    let key = work.path().join("id_ed25519");
+    let public = generate_key_pair(&key).unwrap();
+    std::fs::create_dir(work.path().join("sshd")).unwrap();
+    let sshd = PrivateSshd::start(&work.path().join("sshd"), &[&public]).unwrap();
+    let workdir = work.path().join("run").to_string_lossy().into_owned();
+    e.verdi()
+        .args(["computer", "setup", "-n", "-L", "remote", "-H", "localhost", "-T", "core.ssh"])
+        .args(["-S", "core.direct", "-w", &workdir])
+        .assert()
+        .success();
+    let port = sshd.port().to_string();
+    let key = key.to_string_lossy().into_owned();
+    e.verdi()
+        .args(["computer", "configure", "core.ssh", "remote", "-n", "--port", &port, "--key-filename", &key])
+        .args(["--key-policy", "AutoAddPolicy", "--safe-interval", "0", "--no-use-login-shell"])
+        .assert()
+        .success()
+        .stdout(
+            "Report: Configuring computer remote for user test@localhost.\n\
+                 Success: remote successfully configured for test@localhost\n",
+        );
+    let shown = e.ok(&["computer", "configure", "show", "remote"]);
+    assert!(shown.contains(&format!("* port                   {port}\n")), "{shown}");
+    assert!(shown.contains("* key_policy             AutoAddPolicy\n"), "{shown}");
+    e.verdi().args(["computer", "test", "remote"]).assert().success().stdout(
+        predicate::str::starts_with(
+            "Report: Testing computer<remote> for user<test@localhost>...\n* Opening connection... [OK]\n",
+        )
+        .and(predicate::str::contains("* Creating and deleting temporary file... [OK]\n"))
+        .and(predicate::str::ends_with("Success: all 6 tests succeeded\n")),
+    );
+    assert!(work.path().join("run").is_dir(), "the work directory was made over SFTP");
+
+    // The host's key unknown, under aiida's default policy: the test says so.
+    e.verdi()
+        .args(["computer", "configure", "core.ssh", "remote", "-n", "--key-policy", "RejectPolicy"])
+        .args(["--no-load-system-host-keys"])
+        .assert()
+        .success();
+    e.verdi().args(["computer", "test", "remote"]).assert().code(1).stdout(
+        predicate::str::contains("* Opening connection... [FAILED]: ")
+            .and(predicate::str::contains("is not in the known_hosts files")),
+    );
+}
+
 /// A calculation job's node as the engine records it: stored with its inputs, then its progress,
 /// files and outputs.
 struct Job {
