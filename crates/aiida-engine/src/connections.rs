@@ -34,28 +34,36 @@ impl Drop for Connection {
     }
 }
 
-/// The connections open in this process, by computer, user and database; and when each was
-/// last opened (for `safe_interval`).
+/// The connections open in this process, by computer, user and database; when each was last
+/// opened (for `safe_interval`); and those kept open after their last use.
 struct Registry {
     open: HashMap<String, Weak<Connection>>,
     opened: HashMap<String, Instant>,
+    /// Each connection stays open for `safe_interval` after its last job: a job that comes in
+    /// that time uses it, where it would otherwise wait for the interval to reopen it.
+    lingering: HashMap<String, (Arc<Connection>, Instant)>,
 }
 
 static REGISTRY: tokio::sync::Mutex<Option<Registry>> = tokio::sync::Mutex::const_new(None);
 
 /// The open connection for `key` (computer, user, database), opened with `transport_type` when
-/// there is none, no sooner than `safe_interval` after the last one was opened.
+/// there is none, no sooner than `safe_interval` after the last one was opened; held until the
+/// lease drops.
 pub(crate) async fn connect(
     key: String,
     transport_type: &dyn TransportType,
     hostname: &str,
     auth_params: &serde_json::Map<String, serde_json::Value>,
     safe_interval: Duration,
-) -> Result<Arc<Connection>, TransportError> {
+) -> Result<Lease, TransportError> {
     let mut registry = REGISTRY.lock().await;
-    let registry = registry.get_or_insert_with(|| Registry { open: HashMap::new(), opened: HashMap::new() });
+    let registry = registry.get_or_insert_with(|| Registry {
+        open: HashMap::new(),
+        opened: HashMap::new(),
+        lingering: HashMap::new(),
+    });
     if let Some(connection) = registry.open.get(&key).and_then(Weak::upgrade) {
-        return Ok(connection);
+        return Ok(Lease { connection, key, interval: safe_interval });
     }
     if let Some(last) = registry.opened.get(&key) {
         let wait = safe_interval.saturating_sub(last.elapsed());
@@ -68,8 +76,54 @@ pub(crate) async fn connect(
     let connection =
         Arc::new(Connection { transport, jobs: Mutex::new(Polls::default()), whoami: tokio::sync::OnceCell::new() });
     registry.open.retain(|_, c| c.strong_count() > 0);
-    registry.open.insert(key, Arc::downgrade(&connection));
-    Ok(connection)
+    registry.open.insert(key.clone(), Arc::downgrade(&connection));
+    Ok(Lease { connection, key, interval: safe_interval })
+}
+
+/// A job's use of a connection: when it ends, the connection stays open for `safe_interval`
+/// more, for the next job (see [`Registry::lingering`]).
+pub(crate) struct Lease {
+    connection: Arc<Connection>,
+    key: String,
+    interval: Duration,
+}
+
+impl Lease {
+    /// The connection.
+    pub(crate) fn connection(&self) -> &Arc<Connection> {
+        &self.connection
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.interval.is_zero() {
+            return;
+        }
+        let (connection, key, interval) = (self.connection.clone(), std::mem::take(&mut self.key), self.interval);
+        aiida::runtime::handle().spawn(async move {
+            if let Some(registry) = REGISTRY.lock().await.as_mut() {
+                linger(registry, &key, &connection, interval);
+            }
+        });
+    }
+}
+
+/// Keeps `connection` open for `interval` from now (nothing for a zero interval).
+fn linger(registry: &mut Registry, key: &str, connection: &Arc<Connection>, interval: Duration) {
+    if interval.is_zero() {
+        return;
+    }
+    registry.lingering.insert(key.to_owned(), (connection.clone(), Instant::now()));
+    let key = key.to_owned();
+    aiida::runtime::handle().spawn(async move {
+        tokio::time::sleep(interval).await;
+        if let Some(registry) = REGISTRY.lock().await.as_mut()
+            && registry.lingering.get(&key).is_some_and(|(_, since)| since.elapsed() >= interval)
+        {
+            registry.lingering.remove(&key);
+        }
+    });
 }
 
 impl Connection {

@@ -257,7 +257,7 @@ struct CalcJobProcess {
     parser: Option<Arc<dyn Parser>>,
     retry: Retry,
     outputs: Outputs,
-    connection: Option<Arc<Connection>>,
+    connection: Option<connections::Lease>,
     /// When the last life-cycle step ended (see [`CalcJobProcess::lap`]).
     lap: std::time::Instant,
 }
@@ -596,8 +596,8 @@ impl CalcJobProcess {
 
     /// The shared connection to the computer, opened (or joined) when first needed.
     async fn connection(&mut self) -> Result<Arc<Connection>, Failure> {
-        if let Some(connection) = &self.connection {
-            return Ok(connection.clone());
+        if let Some(lease) = &self.connection {
+            return Ok(lease.connection().clone());
         }
         let params = self.authinfo.auth_params().clone();
         let safe_interval = params
@@ -606,11 +606,11 @@ impl CalcJobProcess {
             .map(Duration::from_secs_f64)
             .unwrap_or_else(|| self.transport_type.default_safe_interval());
         let key = format!("{}|{}|{}", self.storage.profile().uuid(), self.computer.uuid(), self.authinfo.user_pk());
-        let connection =
-            connections::connect(key, &*self.transport_type, self.computer.hostname(), &params, safe_interval)
-                .await
-                .map_err(|e| Failure::Transient(aiida::report::Chain(&e).to_string()))?;
-        self.connection = Some(connection.clone());
+        let lease = connections::connect(key, &*self.transport_type, self.computer.hostname(), &params, safe_interval)
+            .await
+            .map_err(|e| Failure::Transient(aiida::report::Chain(&e).to_string()))?;
+        let connection = lease.connection().clone();
+        self.connection = Some(lease);
         Ok(connection)
     }
 

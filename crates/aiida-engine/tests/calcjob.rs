@@ -161,18 +161,33 @@ struct CountingLocal {
     opened: std::sync::atomic::AtomicUsize,
 }
 
-static COUNTING: CountingLocal = CountingLocal {
-    open: std::sync::atomic::AtomicUsize::new(0),
-    most: std::sync::atomic::AtomicUsize::new(0),
-    opened: std::sync::atomic::AtomicUsize::new(0),
-};
+impl CountingLocal {
+    const fn new() -> CountingLocal {
+        CountingLocal {
+            open: std::sync::atomic::AtomicUsize::new(0),
+            most: std::sync::atomic::AtomicUsize::new(0),
+            opened: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
 
-struct CountingType;
+/// One counter per test that counts (tests run at once).
+static COUNTING: CountingLocal = CountingLocal::new();
+static COUNTING_LINGER: CountingLocal = CountingLocal::new();
+
+struct CountingType(&'static CountingLocal);
 
 #[derive(Debug)]
-struct Counted(std::sync::Arc<dyn Transport>);
+struct Counted(std::sync::Arc<dyn Transport>, &'static CountingLocal);
 
-aiida::entry_point!(hidden, Transports: "test.counting_local", CountingType);
+impl std::fmt::Debug for CountingLocal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CountingLocal")
+    }
+}
+
+aiida::entry_point!(hidden, Transports: "test.counting_local", CountingType(&COUNTING));
+aiida::entry_point!(hidden, Transports: "test.counting_linger", CountingType(&COUNTING_LINGER));
 
 #[async_trait::async_trait]
 impl TransportType for CountingType {
@@ -183,10 +198,10 @@ impl TransportType for CountingType {
     ) -> Result<std::sync::Arc<dyn Transport>, TransportError> {
         use std::sync::atomic::Ordering::SeqCst;
         let inner = LocalTransportType.open(hostname, params).await?;
-        let now = COUNTING.open.fetch_add(1, SeqCst) + 1;
-        COUNTING.most.fetch_max(now, SeqCst);
-        COUNTING.opened.fetch_add(1, SeqCst);
-        Ok(std::sync::Arc::new(Counted(inner)))
+        let now = self.0.open.fetch_add(1, SeqCst) + 1;
+        self.0.most.fetch_max(now, SeqCst);
+        self.0.opened.fetch_add(1, SeqCst);
+        Ok(std::sync::Arc::new(Counted(inner, self.0)))
     }
     fn auth_options(&self) -> Vec<aiida_engine::transport::AuthOption> {
         LocalTransportType.auth_options()
@@ -249,7 +264,7 @@ impl Transport for Counted {
         self.0.exec_command_wait(c, w, i).await
     }
     async fn close(&self) -> Result<(), TransportError> {
-        COUNTING.open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.1.open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         self.0.close().await
     }
 }
@@ -288,6 +303,41 @@ fn a_hundred_runs_at_once_share_one_transport() {
     let most = COUNTING.most.load(std::sync::atomic::Ordering::SeqCst);
     let opened = COUNTING.opened.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(most, 1, "never more than one transport open at once ({opened} opened in all)");
+}
+
+#[test]
+fn a_connection_stays_open_for_the_safe_interval_after_its_last_job() {
+    let s = setup();
+    let scope = aiida::plugins::ScopedEntryPoints::new();
+    scope.scope().enable("aiida.transports", "test.counting_linger").unwrap();
+    let mut computer = Computer::new("lingering", "localhost", "test.counting_linger", "core.direct")
+        .with_workdir(s.work.path().to_string_lossy())
+        .with_minimum_poll_interval(0.0);
+    computer.store(&s.storage).unwrap();
+    let mut params = no_login_shell();
+    params.insert("safe_interval".into(), json!(0.5));
+    computer.configure(&s.storage, &User::default_user(&s.storage).unwrap(), params).unwrap();
+    let mut code = installed_code(&computer, "/bin/bash", "bash-lingering", Some("core.arithmetic.add")).unwrap();
+    code.store(&s.storage).unwrap();
+    let opened = || COUNTING_LINGER.opened.load(std::sync::atomic::Ordering::SeqCst);
+    for i in 0..3 {
+        let mut builder = ProcessBuilder::for_code(&code).unwrap();
+        builder.value("x", i).value("y", 1);
+        let (outputs, _) = run_get_node(&s.storage, &builder).unwrap();
+        assert_eq!(outputs["sum"].attribute("value"), Some(&json!(i + 1)));
+    }
+    assert_eq!(opened(), 1, "the runs one after the other used one connection (none waited to reopen)");
+    // Past the interval it is closed; a new job opens one (the interval since the last opening
+    // has passed too, so without waiting).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while COUNTING_LINGER.open.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+        assert!(std::time::Instant::now() < deadline, "the connection was not closed after its interval");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let mut builder = ProcessBuilder::for_code(&code).unwrap();
+    builder.value("x", 5).value("y", 1);
+    run_get_node(&s.storage, &builder).unwrap();
+    assert_eq!(opened(), 2);
 }
 
 #[test]
