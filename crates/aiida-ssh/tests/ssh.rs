@@ -175,3 +175,35 @@ fn a_refused_key_an_unknown_host_key_and_a_closed_port_say_what_to_do() {
     let err = s.open_with(params).unwrap_err().to_string();
     assert!(err.contains(&format!("nothing listens on port {closed} there (connection refused)")), "{err}");
 }
+
+/// How many logins the server's log records.
+fn logins(s: &Server, log: &str) -> usize {
+    let log = std::fs::read_to_string(s.sshd.dir().join(log)).unwrap_or_default();
+    log.matches("Accepted publickey").count()
+}
+
+#[test]
+fn a_proxy_jump_and_a_proxy_command_lead_to_the_computer() {
+    let s = server();
+    let before = logins(&s, "sshd.log");
+    let mut params = s.params();
+    // Jump through the server to itself: two logins for one transport.
+    params.insert("proxy_jump".into(), json!(format!("127.0.0.1:{}", s.sshd.port())));
+    let t = s.open_with(params).unwrap();
+    let out = s.block(t.exec_command_wait("echo through", None, None)).unwrap();
+    assert_eq!(out.stdout_text(), "through\n");
+    assert_eq!(logins(&s, "sshd.log") - before, 2, "the jump host's login and the computer's");
+    s.block(t.close()).unwrap();
+
+    // A proxy command speaking SSH on its stdio: sshd itself, in inetd mode, logging aside.
+    let config = s.sshd.dir().join("sshd_config");
+    let inetd_log = s.sshd.dir().join("inetd.log");
+    let mut params = s.params();
+    let command = format!("/usr/sbin/sshd -i -f {} -E {}", config.display(), inetd_log.display());
+    params.insert("proxy_command".into(), json!(command));
+    let t = s.open_with(params).unwrap();
+    let out = s.block(t.exec_command_wait("echo piped", None, None)).unwrap();
+    assert_eq!(out.stdout_text(), "piped\n");
+    assert_eq!(logins(&s, "inetd.log"), 1, "the login went through the proxy command's server");
+    s.block(t.close()).unwrap();
+}
