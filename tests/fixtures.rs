@@ -701,3 +701,40 @@ fn sshd_starter_child() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+#[cfg(feature = "ssh")]
+#[test]
+fn aiida_computer_ssh_can_point_at_a_real_host_named_in_the_environment() {
+    use aiida_fixtures::aiida_ssh::sshd::{PrivateSshd, generate_key_pair};
+    // The "real host": a server of this test's own, with its own key.
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("id_ed25519");
+    let public = generate_key_pair(&key).unwrap();
+    std::fs::create_dir(dir.path().join("sshd")).unwrap();
+    let sshd = PrivateSshd::start(&dir.path().join("sshd"), &[&public]).unwrap();
+    let user = String::from_utf8(std::process::Command::new("whoami").output().unwrap().stdout).unwrap();
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "real_host_child", "--nocapture", "--test-threads", "1"])
+        .env(aiida_fixtures::TEST_SSH_HOST_ENV, format!("{}@127.0.0.1:{}", user.trim(), sshd.port()))
+        .env(aiida_fixtures::TEST_SSH_KEY_ENV, &key)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("ON 127.0.0.1 SUM 3"), "{stdout}");
+    let log = std::fs::read_to_string(dir.path().join("sshd/sshd.log")).unwrap();
+    assert!(log.contains("Accepted publickey"), "the child's calculation logged in here: {log}");
+}
+
+/// Run by the test above in a process of its own, with the host in its environment.
+#[cfg(feature = "ssh")]
+#[test]
+#[ignore = "run by aiida_computer_ssh_can_point_at_a_real_host_named_in_the_environment"]
+fn real_host_child() {
+    let storage = aiida_fixtures::fixtures::aiida_profile();
+    let computer = aiida_fixtures::fixtures::aiida_computer_ssh().get(None, true).unwrap();
+    let mut code = data::installed_code(&computer, "/bin/bash", "add-real", Some("core.arithmetic.add")).unwrap();
+    code.store(&storage).unwrap();
+    let outputs = aiida_fixtures::aiida_engine::run(&storage, &add(&code, 1, 2)).unwrap();
+    println!("ON {} SUM {}", computer.hostname(), outputs["sum"].attribute("value").unwrap());
+}

@@ -222,7 +222,11 @@ fn configuration(dir: &Path, port: u16, user: &str) -> String {
 
 /// The `sshd` binary: AIIDA_TEST_SSHD, else the usual places (sshd needs an absolute path).
 fn find_sshd() -> Result<PathBuf, SshdError> {
-    let candidates: Vec<PathBuf> = match std::env::var_os("AIIDA_TEST_SSHD") {
+    find_sshd_in(std::env::var_os("AIIDA_TEST_SSHD"))
+}
+
+fn find_sshd_in(named: Option<std::ffi::OsString>) -> Result<PathBuf, SshdError> {
+    let candidates: Vec<PathBuf> = match named {
         Some(path) => vec![PathBuf::from(path)],
         None => ["/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd"].iter().map(PathBuf::from).collect(),
     };
@@ -262,4 +266,31 @@ fn children_of(pid: u32) -> Vec<u32> {
             stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok()) == Some(pid)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_sshd_says_how_to_get_one() {
+        let err = find_sshd_in(Some("/nonexistent/sshd".into())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "sshd is not installed (looked for /nonexistent/sshd): install OpenSSH's server (`apt-get install \
+             openssh-server`) or name the binary in AIIDA_TEST_SSHD"
+        );
+        assert!(find_sshd_in(Some("sshd".into())).is_err(), "a relative path is refused: sshd must be absolute");
+    }
+
+    #[test]
+    fn key_pairs_are_openssh_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let public = generate_key_pair(&dir.path().join("id")).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join("id.pub")).unwrap(), format!("{public}\n"));
+        let key = russh::keys::load_secret_key(dir.path().join("id"), None).unwrap();
+        assert_eq!(key.public_key().to_openssh().unwrap(), public);
+        let mode = std::fs::metadata(dir.path().join("id")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 }

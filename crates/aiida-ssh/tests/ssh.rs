@@ -169,6 +169,15 @@ fn a_refused_key_an_unknown_host_key_and_a_closed_port_say_what_to_do() {
     let expected = format!("the host key of [127.0.0.1]:{} (ssh-ed25519 SHA256:", s.sshd.port());
     assert!(err.contains(&expected) && err.contains("key_policy AutoAddPolicy"), "{err}");
 
+    // A host that takes the connection and never speaks.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut params = s.params();
+    params.insert("port".into(), json!(silent.local_addr().unwrap().port()));
+    params.insert("timeout".into(), json!(1));
+    let err = s.open_with(params).unwrap_err().to_string();
+    assert!(err.contains("no answer within 1 s: check that the host is up"), "{err}");
+    drop(silent);
+
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut params = s.params();
     params.insert("port".into(), json!(closed));
