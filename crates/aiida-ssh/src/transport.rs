@@ -434,12 +434,8 @@ impl Transport for SshTransport {
                 return Err(TransportError::InvalidPath { path: link, reason: "a link cannot be a glob pattern" });
             }
             let source = self.resolve(source)?;
-            self.remote_glob(&source)
-                .await?
-                .into_iter()
-                .map(|path| (inside(&link, &path), path))
-                .map(|(l, p)| (p, l))
-                .collect()
+            let matches = self.remote_glob(&source).await?;
+            matches.into_iter().map(|path| (path.clone(), inside(&link, &path))).collect()
         };
         for (target, link) in pairs {
             if self.lstat(&link).await?.is_some() {

@@ -136,6 +136,11 @@ fn folders_links_copies_and_renames_behave_as_core_local() {
     s.block(t.symlink(&r.join("x/f.txt"), &r.join("link"))).unwrap();
     assert_eq!(std::fs::read_link(r.join("link")).unwrap(), r.join("x/f.txt"));
     assert!(matches!(s.block(t.symlink(&r.join("x"), &r.join("link"))).unwrap_err(), TransportError::Exists(_)));
+    // A glob: one link per match, inside the folder given.
+    s.block(t.mkdir(&r.join("links"), false)).unwrap();
+    s.block(t.symlink(&r.join("x/*.txt"), &r.join("links"))).unwrap();
+    assert_eq!(std::fs::read_link(r.join("links/f.txt")).unwrap(), r.join("x/f.txt"));
+    s.block(t.rmtree(&r.join("links"))).unwrap();
     s.block(t.rename(&r.join("m"), &r.join("n"))).unwrap();
     assert!(s.block(t.path_exists(&r.join("n/x/f.txt"))).unwrap() && !s.block(t.path_exists(&r.join("m"))).unwrap());
     assert!(matches!(s.block(t.rename(&r.join("n"), &r.join("x"))).unwrap_err(), TransportError::Exists(_)));
