@@ -330,6 +330,11 @@ impl Config {
         self.default_profile.as_deref()
     }
 
+    /// The instance-wide option `key` (`verdi config set` without a profile), if set.
+    pub fn option(&self, key: &str) -> Option<&Value> {
+        self.options.get(key)
+    }
+
     /// The profile `name`.
     pub fn profile(&self, name: &str) -> Result<Profile, ConfigError> {
         let no_profile =

@@ -129,13 +129,26 @@ pub struct EntryPoint {
     group: String,
     name: String,
     source: String,
+    package: Option<(String, String)>,
     value: Plugin,
 }
 
 impl EntryPoint {
     /// A new entry point; `source` says who registered it (shown in messages).
     pub fn new(group: impl Into<String>, name: impl Into<String>, source: impl Into<String>, value: Plugin) -> Self {
-        EntryPoint { group: group.into(), name: name.into(), source: source.into(), value }
+        EntryPoint { group: group.into(), name: name.into(), source: source.into(), package: None, value }
+    }
+
+    /// The same, provided by the package `name` at `version` (what [`entry_point!`] records: the
+    /// crate that registers it).
+    pub fn with_package(mut self, name: impl Into<String>, version: impl Into<String>) -> Self {
+        self.package = Some((name.into(), version.into()));
+        self
+    }
+
+    /// The package providing it, and its version, when known.
+    pub fn package(&self) -> Option<(&str, &str)> {
+        self.package.as_ref().map(|(name, version)| (name.as_str(), version.as_str()))
     }
 
     /// The group, e.g. `aiida.data`.
@@ -272,12 +285,15 @@ macro_rules! entry_point {
         $crate::__private::ctor::declarative::ctor!(
             #[ctor(unsafe, anonymous)]
             fn register() {
-                $crate::plugins::$register($crate::plugins::EntryPoint::new(
-                    $group,
-                    $name,
-                    ::std::module_path!(),
-                    ::std::sync::Arc::new($value),
-                ));
+                $crate::plugins::$register(
+                    $crate::plugins::EntryPoint::new(
+                        $group,
+                        $name,
+                        ::std::module_path!(),
+                        ::std::sync::Arc::new($value),
+                    )
+                    .with_package(::std::env!("CARGO_PKG_NAME"), ::std::env!("CARGO_PKG_VERSION")),
+                );
             }
         );
     };
