@@ -370,6 +370,14 @@ pub(crate) fn run(command: ProcessCommand, context: &Context, out: &mut dyn Writ
             let storage = context.storage()?;
             for process in selected(&storage, &processes, most_recent_node)? {
                 write_line(out, node_info(&storage, &process)?);
+                // A process of a plugin this verdi does not link: which plugin it is.
+                if let Some(process_type) = process.process_type()
+                    && let Some((group, name)) = process_type.split_once(':')
+                    && aiida::plugins::get(group, name).is_err()
+                    && let Some(hint) = crate::plugin::provider_hint(context, process_type)
+                {
+                    write_line(out, format!("Warning: entry point `{process_type}`: {hint}"));
+                }
             }
             Ok(())
         }

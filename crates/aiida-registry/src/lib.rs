@@ -18,6 +18,7 @@
 
 mod entry;
 mod format;
+pub mod testing;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -1,83 +1,10 @@
 //! The registry client against registries this test serves itself on loopback (no network):
 //! synthetic registries of both published shapes, and every way a server fails.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aiida_registry::testing::{Reply, Server};
 use aiida_registry::{InfoFormat, InstallState, Registry, RegistryClient, RegistryError, Shape};
-
-/// What the server answers on a path.
-#[derive(Clone)]
-enum Reply {
-    Json(String),
-    Status(u16),
-    /// Takes the connection and never answers.
-    Silent,
-}
-
-/// A tiny HTTP/1.1 server on loopback: a thread per connection, canned replies, hits counted.
-struct Server {
-    port: u16,
-    replies: Arc<Mutex<HashMap<String, Reply>>>,
-    hits: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    fn start() -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let replies: Arc<Mutex<HashMap<String, Reply>>> = Arc::default();
-        let hits: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (r, h) = (replies.clone(), hits.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
-                let (replies, hits) = (r.clone(), h.clone());
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(stream.try_clone().unwrap());
-                    let mut request = String::new();
-                    reader.read_line(&mut request).unwrap_or_default();
-                    let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                    let mut line = String::new();
-                    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                        line.clear();
-                    }
-                    hits.lock().unwrap().push(path.clone());
-                    let reply = replies.lock().unwrap().get(&path).cloned().unwrap_or(Reply::Status(404));
-                    let (status, body) = match reply {
-                        Reply::Json(body) => (200, body),
-                        Reply::Status(status) => (status, "{}".to_owned()),
-                        Reply::Silent => {
-                            std::thread::sleep(Duration::from_secs(5));
-                            return;
-                        }
-                    };
-                    let _ = write!(
-                        stream,
-                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                });
-            }
-        });
-        Server { port, replies, hits }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn reply(&self, path: &str, reply: Reply) {
-        self.replies.lock().unwrap().insert(path.to_owned(), reply);
-    }
-
-    fn hits(&self, path: &str) -> usize {
-        self.hits.lock().unwrap().iter().filter(|p| *p == path).count()
-    }
-}
 
 /// Entry points this test binary links (package `aiida-registry` at its version), for the
 /// installed states.
@@ -134,7 +61,7 @@ fn client(server: &Server, dir: &tempfile::TempDir) -> RegistryClient {
 
 #[test]
 fn the_registry_is_cached_and_then_read_without_the_network() {
-    let server = Server::start();
+    let server = Server::start().unwrap();
     server.reply("/plugins_metadata.json", Reply::Json(metadata_registry()));
     let dir = tempfile::tempdir().unwrap();
     let client = client(&server, &dir);
@@ -176,7 +103,7 @@ fn the_registry_is_cached_and_then_read_without_the_network() {
 
 #[test]
 fn installed_states_come_from_the_entry_points_linked_in() {
-    let server = Server::start();
+    let server = Server::start().unwrap();
     server.reply("/plugins_metadata.json", Reply::Json(metadata_registry()));
     let dir = tempfile::tempdir().unwrap();
     let client = client(&server, &dir);
@@ -199,7 +126,7 @@ fn installed_states_come_from_the_entry_points_linked_in() {
 
 #[test]
 fn plugins_are_found_by_pattern_entry_point_and_node_type() {
-    let server = Server::start();
+    let server = Server::start().unwrap();
     server.reply("/plugins_metadata.json", Reply::Json(metadata_registry()));
     let dir = tempfile::tempdir().unwrap();
     let client = client(&server, &dir);
@@ -228,7 +155,7 @@ fn plugins_are_found_by_pattern_entry_point_and_node_type() {
 
 #[test]
 fn each_failure_of_the_server_says_what_it_is_and_goes_to_the_handler() {
-    let server = Server::start();
+    let server = Server::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let client = client(&server, &dir);
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -274,7 +201,7 @@ fn each_failure_of_the_server_says_what_it_is_and_goes_to_the_handler() {
 
 #[test]
 fn a_truncated_cache_is_refreshed_once_and_an_unwritable_one_says_where() {
-    let server = Server::start();
+    let server = Server::start().unwrap();
     server.reply("/plugins_metadata.json", Reply::Json(metadata_registry()));
     let dir = tempfile::tempdir().unwrap();
     let client = client(&server, &dir);
@@ -299,7 +226,7 @@ fn a_truncated_cache_is_refreshed_once_and_an_unwritable_one_says_where() {
 
 #[test]
 fn cleanup_removes_exactly_the_orphaned_info_files() {
-    let server = Server::start();
+    let server = Server::start().unwrap();
     server.reply("/plugins_metadata.json", Reply::Json(metadata_registry()));
     let dir = tempfile::tempdir().unwrap();
     let client = client(&server, &dir);
@@ -330,7 +257,7 @@ fn historic_registry(server: &Server) -> String {
 
 #[test]
 fn historic_details_are_fetched_and_their_failures_go_to_the_info_handler() {
-    let server = Server::start();
+    let server = Server::start().unwrap();
     server.reply("/plugins.json", Reply::Json(historic_registry(&server)));
     let setup = |name: &str| {
         serde_json::json!({"name": name, "version": "1.0.0", "author": "A", "author_email": "a@example.org",
@@ -379,7 +306,7 @@ fn historic_details_are_fetched_and_their_failures_go_to_the_info_handler() {
 
 #[test]
 fn details_format_as_aiidas_table_a_map_and_json() {
-    let server = Server::start();
+    let server = Server::start().unwrap();
     server.reply("/plugins_metadata.json", Reply::Json(metadata_registry()));
     let dir = tempfile::tempdir().unwrap();
     let diff = client(&server, &dir).entry("diff").unwrap().unwrap();
@@ -403,4 +330,23 @@ fn details_format_as_aiidas_table_a_map_and_json() {
     assert_eq!(map["installed"], "not installed");
     let back: aiida_registry::RegistryEntry = serde_json::from_str(&diff.format_info(InfoFormat::Json)).unwrap();
     assert_eq!(back, diff);
+}
+
+#[test]
+fn the_registry_is_the_instance_option_or_else_the_published_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let instance = aiida::config::Instance::at(dir.path().join(".aiida"));
+    let client = RegistryClient::for_instance(&instance).unwrap();
+    assert_eq!(client.cache_dir(), dir.path().join(".aiida/plugin_registry_cache"));
+    if std::env::var_os(aiida_registry::URL_ENV).is_some() {
+        return; // The environment of whoever runs this names another registry.
+    }
+    assert_eq!(client.registry_url(), aiida_registry::DEFAULT_URL);
+    instance
+        .update(|config| {
+            config.set_option(aiida_registry::URL_OPTION, serde_json::json!("http://127.0.0.1:1/r.json"));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(RegistryClient::for_instance(&instance).unwrap().registry_url(), "http://127.0.0.1:1/r.json");
 }

@@ -335,6 +335,11 @@ impl Config {
         self.options.get(key)
     }
 
+    /// Sets the instance-wide option `key`.
+    pub fn set_option(&mut self, key: impl Into<String>, value: Value) {
+        self.options.insert(key.into(), value);
+    }
+
     /// The profile `name`.
     pub fn profile(&self, name: &str) -> Result<Profile, ConfigError> {
         let no_profile =
