@@ -22,6 +22,7 @@ pub mod testing;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -154,12 +155,26 @@ pub struct RegistryClient {
     url: String,
     cache_dir: PathBuf,
     timeout: Duration,
+    /// The cache file as last read, while it is unchanged (modification time and length).
+    memo: Arc<Mutex<Option<Memo>>>,
+}
+
+#[derive(Debug)]
+struct Memo {
+    modified: std::time::SystemTime,
+    len: u64,
+    registry: Arc<Registry>,
 }
 
 impl RegistryClient {
     /// The registry at `url`, cached in `cache_dir`; 10 s to answer.
     pub fn new(url: impl Into<String>, cache_dir: impl Into<PathBuf>) -> RegistryClient {
-        RegistryClient { url: url.into(), cache_dir: cache_dir.into(), timeout: Duration::from_secs(10) }
+        RegistryClient {
+            url: url.into(),
+            cache_dir: cache_dir.into(),
+            timeout: Duration::from_secs(10),
+            memo: Arc::default(),
+        }
     }
 
     /// The registry of the instance in `instance` (`AIIDA_REGISTRY_URL`, the option
@@ -229,6 +244,7 @@ impl RegistryClient {
     ) -> Result<Update, RegistryError> {
         let registry = self.load_online(registry_handler)?;
         self.write(Self::cache_file_name(), &registry.to_json())?;
+        *self.memo.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let (mut failed, mut removed) = (Vec::new(), Vec::new());
         if with_info {
             removed = self.cleanup_info(Some(&registry))?;
@@ -238,8 +254,9 @@ impl RegistryClient {
     }
 
     /// The cached registry; downloaded first (with every plugin's details) when there is no
-    /// readable cache, and downloaded again, once, when the cache is corrupt.
-    pub fn load_cached(&self) -> Result<Registry, RegistryError> {
+    /// readable cache, and downloaded again, once, when the cache is corrupt. Read once while
+    /// the file is unchanged.
+    pub fn load_cached(&self) -> Result<Arc<Registry>, RegistryError> {
         if !self.cache_openable() {
             self.update(true, None, None)?;
         }
@@ -254,10 +271,20 @@ impl RegistryClient {
         }
     }
 
-    fn read_cached(&self) -> Result<Registry, RegistryError> {
+    fn read_cached(&self) -> Result<Arc<Registry>, RegistryError> {
         let path = self.cache_file_path();
+        let stamp = std::fs::metadata(&path).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+        let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(held), Some((modified, len))) = (memo.as_ref(), stamp)
+            && held.modified == modified
+            && held.len == len
+        {
+            return Ok(held.registry.clone());
+        }
         let bytes = std::fs::read(&path).map_err(|source| RegistryError::Io { action: "read", path, source })?;
-        Registry::parse(&bytes)
+        let registry = Arc::new(Registry::parse(&bytes)?);
+        *memo = stamp.map(|(modified, len)| Memo { modified, len, registry: registry.clone() });
+        Ok(registry)
     }
 
     /// Caches each plugin's details of `registry` (the cached one when `None`) in a file named by
