@@ -296,14 +296,8 @@ impl RegistryClient {
         registry: Option<&Registry>,
         mut handler: Option<InfoHandler<'_>>,
     ) -> Result<Vec<String>, RegistryError> {
-        let cached;
-        let registry = match registry {
-            Some(registry) => registry,
-            None => {
-                cached = self.load_cached()?;
-                &cached
-            }
-        };
+        let mut held = None;
+        let registry = self.given_or_cached(registry, &mut held)?;
         let mut failed = Vec::new();
         for record in registry.records() {
             let written = self.entry_of(registry, record).and_then(|entry| {
@@ -326,14 +320,8 @@ impl RegistryClient {
     /// Deletes the info files of plugins `registry` (the cached one when `None`) does not list:
     /// every file of the cache folder but the registry's own and hidden ones. Returns their names.
     pub fn cleanup_info(&self, registry: Option<&Registry>) -> Result<Vec<String>, RegistryError> {
-        let cached;
-        let registry = match registry {
-            Some(registry) => registry,
-            None => {
-                cached = self.load_cached()?;
-                &cached
-            }
-        };
+        let mut held = None;
+        let registry = self.given_or_cached(registry, &mut held)?;
         let entries = match std::fs::read_dir(&self.cache_dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -354,6 +342,19 @@ impl RegistryClient {
         }
         removed.sort();
         Ok(removed)
+    }
+
+    /// `registry`, or the cached one (kept in `held`) when `None`: an empty registry is one, not
+    /// a reason to load another.
+    fn given_or_cached<'a>(
+        &self,
+        registry: Option<&'a Registry>,
+        held: &'a mut Option<Arc<Registry>>,
+    ) -> Result<&'a Registry, RegistryError> {
+        match registry {
+            Some(registry) => Ok(registry),
+            None => Ok(held.insert(self.load_cached()?)),
+        }
     }
 
     /// The keys of the cached registry, sorted.
