@@ -18,6 +18,7 @@
 
 mod entry;
 mod format;
+pub mod manifest;
 pub mod testing;
 
 use std::io::Read;
@@ -29,6 +30,7 @@ use serde_json::Value;
 
 pub use entry::{InfoFormat, InstallState, RegistryEntry};
 pub use format::{Record, Registry, Shape};
+pub use manifest::PluginManifest;
 
 /// Where aiida-registry publishes the registry.
 pub const DEFAULT_URL: &str = "https://aiidateam.github.io/aiida-registry/plugins_metadata.json";

@@ -39,3 +39,14 @@ fn statistics() {
     assert_eq!(stats(&[1.0, 2.0, 3.0]), Some((6.0, 2.0)));
     assert_eq!(stats(&[]), None);
 }
+
+/// The manifest in Cargo.toml (what the hub publishes) declares exactly the entry points this
+/// crate registers.
+#[test]
+fn the_manifest_declares_the_entry_points_the_crate_registers() {
+    let manifest =
+        aiida_registry::PluginManifest::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    assert!(manifest.problems().is_empty(), "{:?}", manifest.problems());
+    assert_eq!(manifest.declared(), ["aiida.cmdline.data:example.sequence", "aiida.data:example.sequence"]);
+    assert_eq!(manifest.compare_linked(), aiida_registry::manifest::LinkedDifference::default());
+}
