@@ -93,6 +93,22 @@ impl Lease {
     pub(crate) fn connection(&self) -> &Arc<Connection> {
         &self.connection
     }
+
+    /// Gives the connection up after a failure, which may be its own (a server that went away):
+    /// it is not handed out again, so the next job asking opens a new one, and it does not
+    /// linger; jobs that hold it keep it until they give it up too.
+    pub(crate) async fn forget(mut self) {
+        if let Some(registry) = REGISTRY.lock().await.as_mut() {
+            let this = |other: &Arc<Connection>| Arc::ptr_eq(other, &self.connection);
+            if registry.open.get(&self.key).and_then(Weak::upgrade).is_some_and(|c| this(&c)) {
+                registry.open.remove(&self.key);
+            }
+            if registry.lingering.get(&self.key).is_some_and(|(c, _)| this(c)) {
+                registry.lingering.remove(&self.key);
+            }
+        }
+        self.interval = Duration::ZERO;
+    }
 }
 
 impl Drop for Lease {

@@ -227,6 +227,7 @@ macro_rules! transport_task {
                 Err(Failure::Transient(message)) => {
                     attempt += 1;
                     $self.log("WARNING", &format!("{}_calculation failed (attempt {attempt}): {message}", $task)).await;
+                    $self.forget_connection().await;
                     if attempt >= $self.retry.attempts {
                         return Err(Failure::Transient(format!(
                             "Pausing after failed transport task: {}_calculation failed {attempt} times consecutively",
@@ -614,6 +615,14 @@ impl CalcJobProcess {
         Ok(connection)
     }
 
+    /// After a failed transport task: the connection may be what failed, so the next attempt
+    /// asks for one again (a new one if nobody else made one meanwhile).
+    async fn forget_connection(&mut self) {
+        if let Some(lease) = self.connection.take() {
+            lease.forget().await;
+        }
+    }
+
     fn option_str(&self, name: &str) -> Option<&str> {
         self.options.get(name).and_then(Value::as_str)
     }
@@ -930,6 +939,7 @@ impl CalcJobProcess {
                 Err(message) => {
                     failures += 1;
                     self.log("WARNING", &format!("update_calculation failed (attempt {failures}): {message}")).await;
+                    self.forget_connection().await;
                     if failures >= self.retry.attempts {
                         return Err(Failure::Transient(format!(
                             "Pausing after failed transport task: update_calculation failed {failures} times consecutively"

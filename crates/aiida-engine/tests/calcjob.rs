@@ -159,26 +159,32 @@ struct CountingLocal {
     open: std::sync::atomic::AtomicUsize,
     most: std::sync::atomic::AtomicUsize,
     opened: std::sync::atomic::AtomicUsize,
+    /// Whether the first transport it opens is broken (its commands fail, as over a connection
+    /// whose server went away).
+    broken_first: bool,
 }
 
 impl CountingLocal {
-    const fn new() -> CountingLocal {
+    const fn new(broken_first: bool) -> CountingLocal {
         CountingLocal {
             open: std::sync::atomic::AtomicUsize::new(0),
             most: std::sync::atomic::AtomicUsize::new(0),
             opened: std::sync::atomic::AtomicUsize::new(0),
+            broken_first,
         }
     }
 }
 
 /// One counter per test that counts (tests run at once).
-static COUNTING: CountingLocal = CountingLocal::new();
-static COUNTING_LINGER: CountingLocal = CountingLocal::new();
+static COUNTING: CountingLocal = CountingLocal::new(false);
+static COUNTING_LINGER: CountingLocal = CountingLocal::new(false);
+static COUNTING_BROKEN: CountingLocal = CountingLocal::new(true);
 
 struct CountingType(&'static CountingLocal);
 
+/// A transport, its counter, and whether it is broken.
 #[derive(Debug)]
-struct Counted(std::sync::Arc<dyn Transport>, &'static CountingLocal);
+struct Counted(std::sync::Arc<dyn Transport>, &'static CountingLocal, bool);
 
 impl std::fmt::Debug for CountingLocal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -188,6 +194,7 @@ impl std::fmt::Debug for CountingLocal {
 
 aiida::entry_point!(hidden, Transports: "test.counting_local", CountingType(&COUNTING));
 aiida::entry_point!(hidden, Transports: "test.counting_linger", CountingType(&COUNTING_LINGER));
+aiida::entry_point!(hidden, Transports: "test.counting_broken", CountingType(&COUNTING_BROKEN));
 
 #[async_trait::async_trait]
 impl TransportType for CountingType {
@@ -200,8 +207,8 @@ impl TransportType for CountingType {
         let inner = LocalTransportType.open(hostname, params).await?;
         let now = self.0.open.fetch_add(1, SeqCst) + 1;
         self.0.most.fetch_max(now, SeqCst);
-        self.0.opened.fetch_add(1, SeqCst);
-        Ok(std::sync::Arc::new(Counted(inner, self.0)))
+        let first = self.0.opened.fetch_add(1, SeqCst) == 0;
+        Ok(std::sync::Arc::new(Counted(inner, self.0, first && self.0.broken_first)))
     }
     fn auth_options(&self) -> Vec<aiida_engine::transport::AuthOption> {
         LocalTransportType.auth_options()
@@ -261,6 +268,12 @@ impl Transport for Counted {
         w: Option<&Path>,
         i: Option<&[u8]>,
     ) -> Result<aiida_engine::transport::CommandOutput, TransportError> {
+        if self.2 {
+            return Err(TransportError::Connect {
+                target: "localhost".into(),
+                reason: "the connection is gone".into(),
+            });
+        }
         self.0.exec_command_wait(c, w, i).await
     }
     async fn close(&self) -> Result<(), TransportError> {
@@ -338,6 +351,27 @@ fn a_connection_stays_open_for_the_safe_interval_after_its_last_job() {
     builder.value("x", 5).value("y", 1);
     run_get_node(&s.storage, &builder).unwrap();
     assert_eq!(opened(), 2);
+}
+
+#[test]
+fn a_connection_that_failed_is_not_used_again() {
+    let s = setup();
+    let scope = aiida::plugins::ScopedEntryPoints::new();
+    scope.scope().enable("aiida.transports", "test.counting_broken").unwrap();
+    let mut computer = Computer::new("broken", "localhost", "test.counting_broken", "core.direct")
+        .with_workdir(s.work.path().to_string_lossy())
+        .with_minimum_poll_interval(0.0);
+    computer.store(&s.storage).unwrap();
+    computer.configure(&s.storage, &User::default_user(&s.storage).unwrap(), no_login_shell()).unwrap();
+    let mut code = installed_code(&computer, "/bin/bash", "bash-broken", Some("core.arithmetic.add")).unwrap();
+    code.store(&s.storage).unwrap();
+    let mut builder = ProcessBuilder::for_code(&code).unwrap();
+    builder.value("x", 1).value("y", 2);
+    let (outputs, node) = run_get_node(&s.storage, &builder).unwrap();
+    assert_eq!(outputs["sum"].attribute("value"), Some(&json!(3)), "the retry ran on a new connection");
+    assert_eq!(COUNTING_BROKEN.opened.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let logs = Log::of(&s.storage, &node).unwrap();
+    assert!(logs.iter().any(|l| l.message.contains("failed (attempt 1)") && l.message.contains("gone")), "{logs:?}");
 }
 
 #[test]
