@@ -15,6 +15,8 @@ pub enum Reply {
     Json(String),
     /// This status, with an empty JSON body.
     Status(u16),
+    /// 200 with these bytes, of this content type.
+    Bytes(Vec<u8>, &'static str),
     /// Takes the connection and never answers.
     Silent,
 }
@@ -57,19 +59,20 @@ impl Server {
                         .get(&path)
                         .cloned()
                         .unwrap_or(Reply::Status(404));
-                    let (status, body) = match reply {
-                        Reply::Json(body) => (200, body),
-                        Reply::Status(status) => (status, "{}".to_owned()),
+                    let (status, body, content_type) = match reply {
+                        Reply::Json(body) => (200, body.into_bytes(), "application/json"),
+                        Reply::Status(status) => (status, b"{}".to_vec(), "application/json"),
+                        Reply::Bytes(body, content_type) => (200, body, content_type),
                         Reply::Silent => {
                             std::thread::sleep(Duration::from_secs(5));
                             return;
                         }
                     };
-                    let _ = write!(
-                        stream,
-                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                         body.len()
                     );
+                    let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&body));
                 });
             }
         });

@@ -1,0 +1,14 @@
+//! The AiiDA plugin hub: plugin metadata gathered from where plugins are published (the registry's
+//! source list, the Python package index, crates.io, GitHub) into the registry that
+//! `aiida-registry` reads.
+//!
+//! Built so far: the sources' common error ([`SourceError`]) and the crates.io source
+//! ([`sources::CratesIo`]): a crate's latest version, its metadata, and its plugin manifest read
+//! from the published `.crate`. Each source takes its base address, so tests replay it from
+//! loopback.
+
+#![warn(missing_docs)]
+
+pub mod sources;
+
+pub use sources::SourceError;
