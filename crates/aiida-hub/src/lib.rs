@@ -2,10 +2,11 @@
 //! source list, the Python package index, crates.io, GitHub) into the registry that
 //! `aiida-registry` reads.
 //!
-//! Built so far: the sources' common error ([`SourceError`]) and the crates.io source
-//! ([`sources::CratesIo`]): a crate's latest version, its metadata, and its plugin manifest read
-//! from the published `.crate`. Each source takes its base address, so tests replay it from
-//! loopback.
+//! Built so far: the sources' common error ([`SourceError`]), the crates.io source
+//! ([`sources::CratesIo`]: a crate's latest version, its metadata, and its plugin manifest read
+//! from the published `.crate`) and the PyPI source ([`sources::Pypi`]: a project's latest
+//! release, aiida-registry's metadata fields, and the entry points of its wheel). Each source
+//! takes its base address, so tests replay it from loopback.
 
 #![warn(missing_docs)]
 

@@ -116,3 +116,75 @@ fn a_broken_crate_a_missing_manifest_and_a_failing_server_are_errors_that_say_wh
     let err = down.latest("aiida-diff").unwrap_err();
     assert!(matches!(err, SourceError::Unreachable { .. }), "{err:?}");
 }
+
+// ---- PyPI ----
+
+/// A wheel holding `files` (stored, not compressed).
+fn wheel(files: &[(&str, &str)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (path, content) in files {
+        writer.start_file(*path, options).unwrap();
+        writer.write_all(content.as_bytes()).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
+/// PyPI's JSON for aiida-diff 2.1.0, its wheel at `wheel_url` (or none).
+fn pypi_release(wheel_url: Option<String>) -> String {
+    let mut files = vec![
+        serde_json::json!({"packagetype": "sdist", "url": "x.tar.gz", "upload_time": "2026-10-01T12:00:00", "yanked": false}),
+    ];
+    if let Some(url) = wheel_url {
+        files.push(serde_json::json!({"packagetype": "bdist_wheel", "url": url, "upload_time": "2026-10-02T12:00:00", "yanked": false}));
+    }
+    serde_json::json!({
+        "info": {"name": "aiida-diff", "version": "2.1.0", "summary": "Compare files", "author": "Ann",
+                 "author_email": "ann@example.org", "license": "MIT", "home_page": "", "classifiers": ["Framework :: AiiDA"],
+                 "requires_dist": ["numpy", "aiida-core (>=2.0,<3)", "pytest; extra == \"tests\""]},
+        "urls": files
+    })
+    .to_string()
+}
+
+#[test]
+fn a_project_s_release_metadata_and_wheel_entry_points_come_from_pypi() {
+    let server = Server::start().unwrap();
+    let wheel_url = server.url("/files/aiida_diff-2.1.0-py3-none-any.whl");
+    server.reply("/pypi/aiida-diff/json", Reply::Json(pypi_release(Some(wheel_url.clone()))));
+    server.reply("/pypi/aiida-diff/2.1.0/json", Reply::Json(pypi_release(Some(wheel_url))));
+    let entry_points = "[aiida.calculations]\ndiff = aiida_diff.calculations:DiffCalculation\n\n[aiida.parsers]\ndiff = aiida_diff.parsers:DiffParser\n";
+    let whl = wheel(&[("aiida_diff/__init__.py", ""), ("aiida_diff-2.1.0.dist-info/entry_points.txt", entry_points)]);
+    server.reply("/files/aiida_diff-2.1.0-py3-none-any.whl", Reply::Bytes(whl, "application/zip"));
+    let pypi = aiida_hub::sources::Pypi::new(server.url(""));
+
+    let latest = pypi.latest("aiida-diff").unwrap().unwrap();
+    assert_eq!((latest.version.as_str(), latest.yanked), ("2.1.0", false));
+    assert_eq!(pypi.latest("aiida-none").unwrap(), None);
+    let metadata = pypi.metadata("aiida-diff", "2.1.0").unwrap();
+    assert_eq!(metadata["description"], "Compare files");
+    assert_eq!(metadata["aiida_version"], ">=2.0,<3");
+    assert_eq!(metadata["release_date"], "2026-10-01");
+    assert!(!metadata.contains_key("home_page"), "empty fields are left out, as aiida-registry does");
+    let groups = pypi.entry_points("aiida-diff", "2.1.0").unwrap();
+    assert_eq!(groups["aiida.calculations"]["diff"], "aiida_diff.calculations:DiffCalculation");
+    assert_eq!(groups["aiida.parsers"]["diff"], "aiida_diff.parsers:DiffParser");
+}
+
+#[test]
+fn a_release_without_a_wheel_or_with_a_broken_one_is_an_error_that_says_so() {
+    let server = Server::start().unwrap();
+    server.reply("/pypi/aiida-diff/2.1.0/json", Reply::Json(pypi_release(None)));
+    let pypi = aiida_hub::sources::Pypi::new(server.url(""));
+    let err = pypi.entry_points("aiida-diff", "2.1.0").unwrap_err();
+    assert!(err.to_string().contains("aiida-diff 2.1.0 has no wheel, so no entry points can be read (W019)"), "{err}");
+
+    let wheel_url = server.url("/files/broken.whl");
+    server.reply("/pypi/aiida-diff/2.2.0/json", Reply::Json(pypi_release(Some(wheel_url)).replace("2.1.0", "2.2.0")));
+    server.reply("/files/broken.whl", Reply::Bytes(b"PK not really".to_vec(), "application/zip"));
+    let err = pypi.entry_points("aiida-diff", "2.2.0").unwrap_err();
+    assert!(matches!(err, SourceError::Malformed { .. }) && err.to_string().contains("not a wheel"), "{err}");
+    let err = pypi.metadata("aiida-diff", "9.9.9").unwrap_err();
+    assert_eq!(err.to_string(), format!("PyPI answered 404 for {}", server.url("/pypi/aiida-diff/9.9.9/json")));
+}

@@ -3,8 +3,10 @@
 //! with the other plugins and report it.
 
 mod crates_io;
+mod pypi;
 
 pub use crates_io::{CrateVersion, CratesIo};
+pub use pypi::{Pypi, PypiRelease, aiida_requirement, parse_entry_points_txt};
 
 /// Why a source could not answer.
 #[derive(Debug, thiserror::Error)]
