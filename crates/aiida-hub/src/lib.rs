@@ -5,7 +5,8 @@
 //! Built so far: the sources' common error ([`SourceError`]), the crates.io source
 //! ([`sources::CratesIo`]: a crate's latest version, its metadata, and its plugin manifest read
 //! from the published `.crate`) and the PyPI source ([`sources::Pypi`]: a project's latest
-//! release, aiida-registry's metadata fields, and the entry points of its wheel). Each source
+//! release, aiida-registry's metadata fields, and the entry points of its wheel) and the GitHub
+//! source ([`sources::GitHub`]: description, licence, commit activity). Each source
 //! takes its base address, so tests replay it from loopback.
 
 #![warn(missing_docs)]

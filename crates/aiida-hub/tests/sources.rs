@@ -188,3 +188,46 @@ fn a_release_without_a_wheel_or_with_a_broken_one_is_an_error_that_says_so() {
     let err = pypi.metadata("aiida-diff", "9.9.9").unwrap_err();
     assert_eq!(err.to_string(), format!("PyPI answered 404 for {}", server.url("/pypi/aiida-diff/9.9.9/json")));
 }
+
+// ---- GitHub ----
+
+#[test]
+fn a_repository_s_description_licence_and_commit_activity_come_from_github() {
+    let server = Server::start().unwrap();
+    server.reply(
+        "/repos/o/aiida-diff",
+        Reply::Json(
+            serde_json::json!({"description": "Compare files", "license": {"spdx_id": "MIT"}, "stargazers_count": 7,
+                               "archived": false, "pushed_at": "2026-11-30T00:00:00Z"})
+            .to_string(),
+        ),
+    );
+    server.reply(
+        "/repos/o/unlicensed",
+        Reply::Json(serde_json::json!({"license": {"spdx_id": "NOASSERTION"}}).to_string()),
+    );
+    let since = "/commits?since=2025-12-06T00:00:00Z&per_page=1";
+    let last = format!("<{}?since=x&per_page=1&page=57>; rel=\"last\"", server.url("/repos/o/aiida-diff/commits"));
+    let next = format!("<{}?page=2>; rel=\"next\", ", server.url("/repos/o/aiida-diff/commits"));
+    server.reply(
+        &format!("/repos/o/aiida-diff{since}"),
+        Reply::JsonWithHeaders("[{\"sha\": \"a\"}]".to_owned(), vec![("Link".to_owned(), format!("{next}{last}"))]),
+    );
+    server.reply(&format!("/repos/o/one{since}"), Reply::Json("[{\"sha\": \"a\"}]".to_owned()));
+    server.reply(&format!("/repos/o/none{since}"), Reply::Json("[]".to_owned()));
+    server.reply(&format!("/repos/o/limited{since}"), Reply::Status(403));
+    let github = aiida_hub::sources::GitHub::new(server.url(""), None);
+
+    let metadata = github.metadata("o", "aiida-diff").unwrap();
+    assert_eq!((metadata["description"].as_str(), metadata["license"].as_str()), (Some("Compare files"), Some("MIT")));
+    assert_eq!(metadata["stars"], 7);
+    assert!(!github.metadata("o", "unlicensed").unwrap().contains_key("license"), "NOASSERTION is no licence");
+    let err = github.metadata("o", "missing").unwrap_err();
+    assert_eq!(err.to_string(), format!("GitHub answered 404 for {}", server.url("/repos/o/missing")));
+
+    let count = |repo: &str| github.commits_since("o", repo, "2025-12-06T00:00:00Z").unwrap();
+    assert_eq!(count("aiida-diff"), Some(57), "the last page's number");
+    assert_eq!(count("one"), Some(1), "one commit has no Link");
+    assert_eq!(count("none"), Some(0));
+    assert_eq!(count("limited"), None, "a refusal says nothing");
+}

@@ -17,6 +17,8 @@ pub enum Reply {
     Status(u16),
     /// 200 with these bytes, of this content type.
     Bytes(Vec<u8>, &'static str),
+    /// 200 with this JSON body and these headers too (e.g. a `Link` for pagination).
+    JsonWithHeaders(String, Vec<(String, String)>),
     /// Takes the connection and never answers.
     Silent,
 }
@@ -59,17 +61,22 @@ impl Server {
                         .get(&path)
                         .cloned()
                         .unwrap_or(Reply::Status(404));
+                    let mut extra = String::new();
                     let (status, body, content_type) = match reply {
                         Reply::Json(body) => (200, body.into_bytes(), "application/json"),
                         Reply::Status(status) => (status, b"{}".to_vec(), "application/json"),
                         Reply::Bytes(body, content_type) => (200, body, content_type),
+                        Reply::JsonWithHeaders(body, headers) => {
+                            extra = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+                            (200, body.into_bytes(), "application/json")
+                        }
                         Reply::Silent => {
                             std::thread::sleep(Duration::from_secs(5));
                             return;
                         }
                     };
                     let head = format!(
-                        "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
                         body.len()
                     );
                     let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&body));

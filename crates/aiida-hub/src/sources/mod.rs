@@ -3,9 +3,11 @@
 //! with the other plugins and report it.
 
 mod crates_io;
+mod github;
 mod pypi;
 
 pub use crates_io::{CrateVersion, CratesIo};
+pub use github::{GitHub, repository};
 pub use pypi::{Pypi, PypiRelease, aiida_requirement, parse_entry_points_txt};
 
 /// Why a source could not answer.
