@@ -2,7 +2,8 @@
 //! source list, the Python package index, crates.io, GitHub) into the registry that
 //! `aiida-registry` reads.
 //!
-//! Built so far: the sources' common error ([`SourceError`]), the crates.io source
+//! Built so far: the plugin list ([`source_list`], aiida-registry's `plugins.yaml` with `crates_io`
+//! and `visibility` added, and the checks it allows), the sources' common error ([`SourceError`]), the crates.io source
 //! ([`sources::CratesIo`]: a crate's latest version, its metadata, and its plugin manifest read
 //! from the published `.crate`) and the PyPI source ([`sources::Pypi`]: a project's latest
 //! release, aiida-registry's metadata fields, and the entry points of its wheel) and the GitHub
@@ -11,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+pub mod source_list;
 pub mod sources;
 
 pub use sources::SourceError;
