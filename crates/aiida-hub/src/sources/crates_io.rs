@@ -8,7 +8,7 @@ use std::time::Duration;
 use aiida_registry::PluginManifest;
 use serde_json::{Map, Value, json};
 
-use super::{SourceError, agent, get};
+use super::{SourceError, agent, get, get_json};
 
 const NAME: &str = "crates.io";
 
@@ -55,13 +55,7 @@ impl CratesIo {
     /// `GET /api/v1/crates/{name}`: `None` when there is no such crate.
     fn crate_record(&self, name: &str) -> Result<Option<(String, Value)>, SourceError> {
         let url = format!("{}/api/v1/crates/{name}", self.api);
-        let Some(body) = get(&self.agent, NAME, &url, 16 * 1024 * 1024)? else { return Ok(None) };
-        let value = serde_json::from_slice(&body).map_err(|e| SourceError::Malformed {
-            source_name: NAME,
-            what: url.clone(),
-            reason: e.to_string(),
-        })?;
-        Ok(Some((url, value)))
+        Ok(get_json(&self.agent, NAME, &url, 16 * 1024 * 1024)?.map(|value| (url, value)))
     }
 
     /// The version of crate `name` the hub follows: crates.io's `default_version` (not yanked,

@@ -86,3 +86,18 @@ pub(crate) fn get(
         }
     }
 }
+
+/// The JSON at `url` from `source_name` (see [`get`]); `None` for a 404.
+pub(crate) fn get_json(
+    agent: &ureq::Agent,
+    source_name: &'static str,
+    url: &str,
+    limit: u64,
+) -> Result<Option<serde_json::Value>, SourceError> {
+    let Some(body) = get(agent, source_name, url, limit)? else { return Ok(None) };
+    serde_json::from_slice(&body).map(Some).map_err(|e| SourceError::Malformed {
+        source_name,
+        what: url.to_owned(),
+        reason: e.to_string(),
+    })
+}

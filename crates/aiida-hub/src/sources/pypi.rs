@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::{SourceError, agent, get};
+use super::{SourceError, agent, get, get_json};
 
 const NAME: &str = "PyPI";
 
@@ -53,13 +53,7 @@ impl Pypi {
             Some(version) => format!("{}/pypi/{name}/{version}/json", self.base),
             None => format!("{}/pypi/{name}/json", self.base),
         };
-        let Some(body) = get(&self.agent, NAME, &url, 64 * 1024 * 1024)? else { return Ok(None) };
-        let value = serde_json::from_slice(&body).map_err(|e| SourceError::Malformed {
-            source_name: NAME,
-            what: url.clone(),
-            reason: e.to_string(),
-        })?;
-        Ok(Some((url, value)))
+        Ok(get_json(&self.agent, NAME, &url, 64 * 1024 * 1024)?.map(|value| (url, value)))
     }
 
     /// The latest release of project `name` (PyPI's `info.version`); `None` when there is no
