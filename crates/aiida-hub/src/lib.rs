@@ -12,7 +12,9 @@
 
 #![warn(missing_docs)]
 
+pub mod pipeline;
 pub mod source_list;
 pub mod sources;
+pub mod store;
 
 pub use sources::SourceError;

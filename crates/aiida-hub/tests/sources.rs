@@ -1,21 +1,11 @@
 //! The hub's sources replayed from loopback servers (no network): crates.io's API and files.
 
+mod common;
+
 use aiida_hub::SourceError;
 use aiida_hub::sources::CratesIo;
 use aiida_registry::testing::{Reply, Server};
-
-/// A `.crate`: a gzipped tar of `files` under `{name}-{version}/`.
-fn dot_crate(name: &str, version: &str, files: &[(&str, &str)]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
-    for (path, content) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(content.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        builder.append_data(&mut header, format!("{name}-{version}/{path}"), content.as_bytes()).unwrap();
-    }
-    builder.into_inner().unwrap().finish().unwrap()
-}
+use common::{dot_crate, wheel};
 
 const CARGO_TOML: &str = r#"[package]
 name = "aiida-diff"
@@ -118,18 +108,6 @@ fn a_broken_crate_a_missing_manifest_and_a_failing_server_are_errors_that_say_wh
 }
 
 // ---- PyPI ----
-
-/// A wheel holding `files` (stored, not compressed).
-fn wheel(files: &[(&str, &str)]) -> Vec<u8> {
-    use std::io::Write;
-    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for (path, content) in files {
-        writer.start_file(*path, options).unwrap();
-        writer.write_all(content.as_bytes()).unwrap();
-    }
-    writer.finish().unwrap().into_inner()
-}
 
 /// PyPI's JSON for aiida-diff 2.1.0, its wheel at `wheel_url` (or none).
 fn pypi_release(wheel_url: Option<String>) -> String {

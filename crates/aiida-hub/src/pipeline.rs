@@ -1,0 +1,228 @@
+//! One pass of the hub: discover the latest version of every listed plugin from its index, read
+//! what is new (metadata and entry points) into the store, mark superseded versions stale, and
+//! withdraw plugins gone from the list or the index, but only when the discovery was complete (no
+//! source failed, and the index did not lose far more of the listed plugins than usual): a source
+//! that fails must not make plugins disappear. A version already stored is not asked about again.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value, json};
+
+use crate::source_list::{ListVisibility, PackageIndex, SourceList, list_checks};
+use crate::sources::{CratesIo, Pypi, SourceError};
+use crate::store::{Store, StoreError, VersionRecord};
+
+/// The sources a pass reads.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// The Python package index.
+    pub pypi: Pypi,
+    /// crates.io.
+    pub crates_io: CratesIo,
+}
+
+/// What a pass did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    /// Whether every source answered, for as many plugins as before.
+    pub complete: bool,
+    /// How many plugins have a version on their index.
+    pub discovered: usize,
+    /// Plugins seen for the first time.
+    pub new: Vec<String>,
+    /// Plugins with another latest version: (plugin, old, new).
+    pub updated: Vec<(String, String, String)>,
+    /// Plugins withdrawn (gone from the list or the index).
+    pub withdrawn: Vec<String>,
+    /// Plugins whose latest version was stored already.
+    pub unchanged: usize,
+    /// Plugins whose index could not be asked: (plugin, why).
+    pub failed: Vec<(String, String)>,
+}
+
+/// One pass over `list` with `sources` into `store`.
+pub fn update(list: &SourceList, sources: &Sources, store: &mut Store) -> Result<Summary, StoreError> {
+    let previous = store.latest()?;
+    let mut summary = Summary::default();
+    let mut found: BTreeMap<String, (&'static str, String)> = BTreeMap::new();
+    let mut not_indexed: BTreeSet<String> = BTreeSet::new();
+    for entry in list.entries().filter(|e| e.visibility != ListVisibility::Blocked) {
+        let latest = match entry.index() {
+            PackageIndex::Pypi(project) => {
+                sources.pypi.latest(&project).map(|r| r.filter(|r| !r.yanked).map(|r| ("pypi", r.version)))
+            }
+            PackageIndex::CratesIo(krate) => {
+                sources.crates_io.latest(&krate).map(|r| r.filter(|r| !r.yanked).map(|r| ("crates.io", r.version)))
+            }
+            PackageIndex::None => Ok(None),
+        };
+        match latest {
+            Ok(Some(found_version)) => drop(found.insert(entry.name.clone(), found_version)),
+            Ok(None) => drop(not_indexed.insert(entry.name.clone())),
+            Err(e) => summary.failed.push((entry.name.clone(), e.to_string())),
+        }
+    }
+    summary.discovered = found.len();
+    // Far fewer of the plugins found last time (and still listed) found now: the index may be
+    // having trouble, so nothing is withdrawn. Far fewer: more than a fifth, and more than 2.
+    let listed = |plugin: &String| list.get(plugin).is_some_and(|e| e.visibility != ListVisibility::Blocked);
+    let before: Vec<&String> = previous.keys().filter(|plugin| listed(plugin)).collect();
+    let lost = before.iter().filter(|plugin| !found.contains_key(**plugin)).count();
+    let far_fewer = lost > 2 && lost as f64 > 0.2 * before.len() as f64;
+    summary.complete = summary.failed.is_empty() && !far_fewer;
+
+    for (plugin, (index, version)) in &found {
+        let before = previous.get(plugin).map(|r| r.version.clone());
+        if store.has(plugin, version)? {
+            if before.as_deref() == Some(version.as_str()) {
+                summary.unchanged += 1;
+            } else {
+                store.follow(plugin, version)?;
+                summary.updated.push((plugin.clone(), before.unwrap_or_default(), version.clone()));
+            }
+            continue;
+        }
+        let Some(entry) = list.get(plugin) else { continue };
+        let record = read_version(entry, index, version, sources);
+        store.record_latest(&record)?;
+        match before {
+            Some(before) => summary.updated.push((plugin.clone(), before, version.clone())),
+            None => summary.new.push(plugin.clone()),
+        }
+    }
+    if summary.complete {
+        for plugin in previous.keys() {
+            if (!listed(plugin) || not_indexed.contains(plugin))
+                && !found.contains_key(plugin)
+                && store.withdraw(plugin)?
+            {
+                summary.withdrawn.push(plugin.clone());
+            }
+        }
+    }
+    store.record_run(summary.complete, i32::try_from(found.len()).unwrap_or(i32::MAX))?;
+    Ok(summary)
+}
+
+/// What the sources say of `version` of a plugin: its metadata and entry points, or the error.
+fn read_version(
+    entry: &crate::source_list::SourceEntry,
+    index: &str,
+    version: &str,
+    sources: &Sources,
+) -> VersionRecord {
+    let mut record = VersionRecord {
+        plugin: entry.name.clone(),
+        version: version.to_owned(),
+        index: index.to_owned(),
+        latest: true,
+        metadata: None,
+        entry_points: None,
+        error: None,
+    };
+    let read = || -> Result<(Value, Value), SourceError> {
+        match entry.index() {
+            PackageIndex::Pypi(project) => {
+                let metadata = sources.pypi.metadata(&project, version)?;
+                let entry_points = sources.pypi.entry_points(&project, version)?;
+                Ok((Value::Object(metadata), json!(entry_points)))
+            }
+            PackageIndex::CratesIo(krate) => {
+                let mut metadata = sources.crates_io.metadata(&krate, version)?;
+                let manifest = sources.crates_io.manifest(&krate, version)?;
+                if let Some(aiida_version) = &manifest.aiida_version {
+                    metadata.insert("aiida_version".into(), json!(aiida_version));
+                }
+                if let Some(status) = &manifest.development_status {
+                    metadata.insert("development_status".into(), json!(status));
+                }
+                Ok((Value::Object(metadata), json!(manifest.entry_points)))
+            }
+            PackageIndex::None => Ok((json!({}), json!({}))),
+        }
+    };
+    match read() {
+        Ok((metadata, entry_points)) => {
+            record.metadata = Some(metadata);
+            record.entry_points = Some(entry_points);
+        }
+        Err(e) => record.error = Some(chain(&e)),
+    }
+    record
+}
+
+/// `error` and its causes, on one line.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The registry of the public plugins with a latest version, in aiida-registry's
+/// `plugins_metadata.json` form, with aiida-registry's checks as warnings and errors.
+pub fn registry(list: &SourceList, store: &mut Store) -> Result<Value, StoreError> {
+    let latest = store.latest()?;
+    let mut plugins = Map::new();
+    for entry in list.entries().filter(|e| e.visibility == ListVisibility::Public) {
+        let Some(record) = latest.get(&entry.name) else { continue };
+        let metadata = record.metadata.clone().unwrap_or_else(|| json!({}));
+        let entry_points = record.entry_points.clone().unwrap_or_else(|| json!({}));
+        let mut warnings: Vec<String> =
+            list_checks(entry).into_iter().map(|(code, text)| format!("{code}: {text}")).collect();
+        let mut errors = Vec::new();
+        if let Some(error) = &record.error {
+            if error.contains("W019") {
+                warnings.push(format!("W019: {error}"));
+            } else if error.contains("not a wheel") {
+                warnings.push(format!("W020: {error}"));
+            } else {
+                errors.push(format!("E004: {error}"));
+            }
+        }
+        let aiida_version = metadata.get("aiida_version").cloned().unwrap_or(Value::Null);
+        if aiida_version.is_null() && record.error.is_none() {
+            warnings.push("W002: no requirement on aiida-core was found".to_owned());
+        }
+        let prefix = &entry.entry_point_prefix;
+        if let Some(groups) = entry_points.as_object() {
+            for (group, names) in groups.iter().filter(|(g, _)| g.starts_with("aiida.")) {
+                for name in names.as_object().map(|n| n.keys().collect::<Vec<_>>()).unwrap_or_default() {
+                    if !name.starts_with(prefix.as_str()) {
+                        warnings.push(format!(
+                            "W010: entry point {group}:{name} does not start with the prefix `{prefix}`"
+                        ));
+                    }
+                }
+            }
+        }
+        let status = entry
+            .development_status
+            .clone()
+            .or_else(|| metadata.get("development_status").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| "planning".to_owned());
+        let install = match entry.index() {
+            PackageIndex::Pypi(project) => format!("pip install {project}"),
+            PackageIndex::CratesIo(krate) => format!("cargo add {krate}@{}", record.version),
+            PackageIndex::None => match &entry.pip_url {
+                Some(url) => format!("pip install {url}"),
+                None => "See source code repository.".to_owned(),
+            },
+        };
+        plugins.insert(
+            entry.name.clone(),
+            json!({
+                "name": entry.name, "entry_point_prefix": prefix, "code_home": entry.code_home,
+                "package_name": entry.package_name(), "pip_url": entry.pip_url, "documentation_url": entry.documentation_url,
+                "development_status": status, "metadata": metadata, "aiida_version": aiida_version,
+                "entry_points": entry_points, "pip_install_cmd": install, "warnings": warnings, "errors": errors,
+                "summaryinfo": [], "commits_count": -1,
+            }),
+        );
+    }
+    Ok(Value::Object(plugins))
+}
