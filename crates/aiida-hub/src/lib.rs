@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod pipeline;
 pub mod source_list;
 pub mod sources;

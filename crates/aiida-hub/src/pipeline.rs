@@ -167,62 +167,63 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 /// `plugins_metadata.json` form, with aiida-registry's checks as warnings and errors.
 pub fn registry(list: &SourceList, store: &mut Store) -> Result<Value, StoreError> {
     let latest = store.latest()?;
-    let mut plugins = Map::new();
-    for entry in list.entries().filter(|e| e.visibility == ListVisibility::Public) {
-        let Some(record) = latest.get(&entry.name) else { continue };
-        let metadata = record.metadata.clone().unwrap_or_else(|| json!({}));
-        let entry_points = record.entry_points.clone().unwrap_or_else(|| json!({}));
-        let mut warnings: Vec<String> =
-            list_checks(entry).into_iter().map(|(code, text)| format!("{code}: {text}")).collect();
-        let mut errors = Vec::new();
-        if let Some(error) = &record.error {
-            if error.contains("W019") {
-                warnings.push(format!("W019: {error}"));
-            } else if error.contains("not a wheel") {
-                warnings.push(format!("W020: {error}"));
-            } else {
-                errors.push(format!("E004: {error}"));
-            }
+    let plugins: Map<String, Value> = list
+        .entries()
+        .filter(|e| e.visibility == ListVisibility::Public)
+        .filter_map(|entry| Some((entry.name.clone(), registry_record(entry, latest.get(&entry.name)?))))
+        .collect();
+    Ok(Value::Object(plugins))
+}
+
+/// The registry's record of `entry` at version `record`.
+pub fn registry_record(entry: &crate::source_list::SourceEntry, record: &VersionRecord) -> Value {
+    let metadata = record.metadata.clone().unwrap_or_else(|| json!({}));
+    let entry_points = record.entry_points.clone().unwrap_or_else(|| json!({}));
+    let mut warnings: Vec<String> =
+        list_checks(entry).into_iter().map(|(code, text)| format!("{code}: {text}")).collect();
+    let mut errors = Vec::new();
+    if let Some(error) = &record.error {
+        if error.contains("W019") {
+            warnings.push(format!("W019: {error}"));
+        } else if error.contains("not a wheel") {
+            warnings.push(format!("W020: {error}"));
+        } else {
+            errors.push(format!("E004: {error}"));
         }
-        let aiida_version = metadata.get("aiida_version").cloned().unwrap_or(Value::Null);
-        if aiida_version.is_null() && record.error.is_none() {
-            warnings.push("W002: no requirement on aiida-core was found".to_owned());
-        }
-        let prefix = &entry.entry_point_prefix;
-        if let Some(groups) = entry_points.as_object() {
-            for (group, names) in groups.iter().filter(|(g, _)| g.starts_with("aiida.")) {
-                for name in names.as_object().map(|n| n.keys().collect::<Vec<_>>()).unwrap_or_default() {
-                    if !name.starts_with(prefix.as_str()) {
-                        warnings.push(format!(
-                            "W010: entry point {group}:{name} does not start with the prefix `{prefix}`"
-                        ));
-                    }
+    }
+    let aiida_version = metadata.get("aiida_version").cloned().unwrap_or(Value::Null);
+    if aiida_version.is_null() && record.error.is_none() {
+        warnings.push("W002: no requirement on aiida-core was found".to_owned());
+    }
+    let prefix = &entry.entry_point_prefix;
+    if let Some(groups) = entry_points.as_object() {
+        for (group, names) in groups.iter().filter(|(g, _)| g.starts_with("aiida.")) {
+            for name in names.as_object().map(|n| n.keys().collect::<Vec<_>>()).unwrap_or_default() {
+                if !name.starts_with(prefix.as_str()) {
+                    warnings
+                        .push(format!("W010: entry point {group}:{name} does not start with the prefix `{prefix}`"));
                 }
             }
         }
-        let status = entry
-            .development_status
-            .clone()
-            .or_else(|| metadata.get("development_status").and_then(Value::as_str).map(str::to_owned))
-            .unwrap_or_else(|| "planning".to_owned());
-        let install = match entry.index() {
-            PackageIndex::Pypi(project) => format!("pip install {project}"),
-            PackageIndex::CratesIo(krate) => format!("cargo add {krate}@{}", record.version),
-            PackageIndex::None => match &entry.pip_url {
-                Some(url) => format!("pip install {url}"),
-                None => "See source code repository.".to_owned(),
-            },
-        };
-        plugins.insert(
-            entry.name.clone(),
-            json!({
-                "name": entry.name, "entry_point_prefix": prefix, "code_home": entry.code_home,
-                "package_name": entry.package_name(), "pip_url": entry.pip_url, "documentation_url": entry.documentation_url,
-                "development_status": status, "metadata": metadata, "aiida_version": aiida_version,
-                "entry_points": entry_points, "pip_install_cmd": install, "warnings": warnings, "errors": errors,
-                "summaryinfo": [], "commits_count": -1,
-            }),
-        );
     }
-    Ok(Value::Object(plugins))
+    let status = entry
+        .development_status
+        .clone()
+        .or_else(|| metadata.get("development_status").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| "planning".to_owned());
+    let install = match entry.index() {
+        PackageIndex::Pypi(project) => format!("pip install {project}"),
+        PackageIndex::CratesIo(krate) => format!("cargo add {krate}@{}", record.version),
+        PackageIndex::None => match &entry.pip_url {
+            Some(url) => format!("pip install {url}"),
+            None => "See source code repository.".to_owned(),
+        },
+    };
+    json!({
+        "name": entry.name, "entry_point_prefix": prefix, "code_home": entry.code_home,
+        "package_name": entry.package_name(), "pip_url": entry.pip_url, "documentation_url": entry.documentation_url,
+        "development_status": status, "metadata": metadata, "aiida_version": aiida_version,
+        "entry_points": entry_points, "pip_install_cmd": install, "warnings": warnings, "errors": errors,
+        "summaryinfo": [], "commits_count": -1,
+    })
 }
