@@ -6,8 +6,8 @@ mod common;
 use aiida_registry::testing::{Reply, Server};
 use assert_cmd::Command;
 
-#[test]
-fn one_command_updates_a_registry_on_a_fresh_machine() {
+/// A loopback PyPI with aiida-diff 2.1.0, and a list naming it.
+fn pypi_and_list(dir: &std::path::Path) -> (Server, std::path::PathBuf) {
     let server = Server::start().unwrap();
     let file = "/files/aiida_diff-2.1.0-py3-none-any.whl";
     let release = serde_json::json!({
@@ -19,10 +19,16 @@ fn one_command_updates_a_registry_on_a_fresh_machine() {
     server.reply("/pypi/aiida-diff/2.1.0/json", Reply::Json(release));
     let wheel = common::wheel(&[("aiida_diff-2.1.0.dist-info/entry_points.txt", "[aiida.calculations]\ndiff = m:C\n")]);
     server.reply(file, Reply::Bytes(wheel, "application/zip"));
-    let dir = tempfile::tempdir().unwrap();
-    let list = dir.path().join("plugins.yaml");
+    let list = dir.join("plugins.yaml");
     std::fs::write(&list, "aiida-diff:\n  entry_point_prefix: diff\n  code_home: https://github.com/o/aiida-diff\n  pip_url: aiida-diff\n")
         .unwrap();
+    (server, list)
+}
+
+#[test]
+fn one_command_updates_a_registry_on_a_fresh_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, list) = pypi_and_list(dir.path());
     let output = dir.path().join("plugins_metadata.json");
 
     let assert = Command::cargo_bin("aiida-hub")
@@ -48,4 +54,39 @@ fn one_command_updates_a_registry_on_a_fresh_machine() {
     let diff = aiida_registry::RegistryEntry::from_record(registry.get("diff").unwrap());
     assert_eq!(diff.entry_point_spec(), ["aiida.calculations:diff"]);
     assert_eq!(diff.install_command().unwrap(), "pip install aiida-diff");
+}
+
+#[test]
+fn serve_passes_and_answers_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, list) = pypi_and_list(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut hub = std::process::Command::new(assert_cmd::cargo::cargo_bin("aiida-hub"))
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--list"])
+        .arg(&list)
+        .args(["--pypi", &server.url("")])
+        .env_remove("AIIDA_HUB_DATABASE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let body = loop {
+        let answer = agent.get(&format!("http://127.0.0.1:{port}/plugins")).call();
+        if let Ok(response) = answer {
+            let body: serde_json::Value = serde_json::from_slice(&response.into_body().read_to_vec().unwrap()).unwrap();
+            if body.get("aiida-diff").is_some() {
+                break body;
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = hub.kill();
+            panic!("aiida-hub serve did not publish aiida-diff in time");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(body["aiida-diff"]["entry_points"]["aiida.calculations"]["diff"], "m:C");
+    hub.kill().unwrap();
+    hub.wait().unwrap();
 }
