@@ -57,8 +57,11 @@ fn plugins_are_served_as_the_rules_say() {
          aiida-down: {entry_point_prefix: down, code_home: h, crates_io: aiida-down}\n",
     )
     .unwrap();
-    let sources =
-        Sources { pypi: Pypi::new(server.url("")), crates_io: CratesIo::new(server.url(""), server.url("/files")) };
+    let sources = Sources {
+        pypi: Pypi::new(server.url("")).with_retries(2, std::time::Duration::from_millis(1)),
+        crates_io: CratesIo::new(server.url(""), server.url("/files"))
+            .with_retries(2, std::time::Duration::from_millis(1)),
+    };
 
     // Served before any pass: the manifest is still processing.
     let catalog = Arc::new(RwLock::new(Catalog::default()));

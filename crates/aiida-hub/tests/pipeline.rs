@@ -83,8 +83,11 @@ fn passes_record_new_updated_unchanged_and_withdrawn_plugins_and_publish_the_reg
     publish_pypi(&server, "aiida-quiet", "quiet", "1.0.0", false);
     publish_pypi(&server, "aiida-banned", "banned", "1.0.0", false);
     publish_crate(&server, "aiida-rusty", "rusty", "0.1.0");
-    let sources =
-        Sources { pypi: Pypi::new(server.url("")), crates_io: CratesIo::new(server.url(""), server.url("/files")) };
+    let sources = Sources {
+        pypi: Pypi::new(server.url("")).with_retries(2, std::time::Duration::from_millis(1)),
+        crates_io: CratesIo::new(server.url(""), server.url("/files"))
+            .with_retries(2, std::time::Duration::from_millis(1)),
+    };
     let list = SourceList::parse(LIST).unwrap();
 
     // First pass: everything is new; the blocked plugin is not even asked about.
@@ -152,8 +155,11 @@ fn a_broken_wheel_is_recorded_as_an_error_and_published_with_its_warning() {
     let mut store = Store::connect(&db.url()).unwrap();
     let server = Server::start().unwrap();
     publish_pypi(&server, "aiida-diff", "diff", "2.1.0", true);
-    let sources =
-        Sources { pypi: Pypi::new(server.url("")), crates_io: CratesIo::new(server.url(""), server.url("/files")) };
+    let sources = Sources {
+        pypi: Pypi::new(server.url("")).with_retries(2, std::time::Duration::from_millis(1)),
+        crates_io: CratesIo::new(server.url(""), server.url("/files"))
+            .with_retries(2, std::time::Duration::from_millis(1)),
+    };
     let list =
         SourceList::parse("aiida-diff:\n  entry_point_prefix: diff\n  code_home: h\n  pip_url: aiida-diff\n").unwrap();
     let summary = update(&list, &sources, &mut store).unwrap();
@@ -177,8 +183,11 @@ fn an_index_that_suddenly_lacks_many_plugins_withdraws_none() {
         publish_pypi(&server, name, prefix, "1.0.0", false);
         text.push_str(&format!("{name}:\n  entry_point_prefix: {prefix}\n  code_home: h\n  pip_url: {name}\n"));
     }
-    let sources =
-        Sources { pypi: Pypi::new(server.url("")), crates_io: CratesIo::new(server.url(""), server.url("/files")) };
+    let sources = Sources {
+        pypi: Pypi::new(server.url("")).with_retries(2, std::time::Duration::from_millis(1)),
+        crates_io: CratesIo::new(server.url(""), server.url("/files"))
+            .with_retries(2, std::time::Duration::from_millis(1)),
+    };
     let list = SourceList::parse(&text).unwrap();
     assert_eq!(update(&list, &sources, &mut store).unwrap().new.len(), 4);
     // PyPI answers 404 for three of the four: far fewer than before, so nothing is withdrawn ...

@@ -37,7 +37,7 @@ fn crate_record() -> String {
 }
 
 fn crates_io(server: &Server) -> CratesIo {
-    CratesIo::new(server.url(""), server.url("/files"))
+    CratesIo::new(server.url(""), server.url("/files")).with_retries(3, std::time::Duration::from_millis(1))
 }
 
 #[test]
@@ -96,13 +96,16 @@ fn a_broken_crate_a_missing_manifest_and_a_failing_server_are_errors_that_say_wh
     );
 
     server.reply("/api/v1/crates/aiida-diff", Reply::Status(503));
+    let before = server.hits("/api/v1/crates/aiida-diff");
     let err = source.latest("aiida-diff").unwrap_err();
+    assert_eq!(server.hits("/api/v1/crates/aiida-diff") - before, 3, "a 5xx is tried 3 times");
     assert_eq!(err.to_string(), format!("crates.io answered 503 for {}", server.url("/api/v1/crates/aiida-diff")));
     server.reply("/api/v1/crates/aiida-diff", Reply::Json("{\"crate\": {}}".to_owned()));
     assert!(source.latest("aiida-diff").unwrap_err().to_string().contains("the crate has no version"));
 
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let down = CratesIo::new(format!("http://127.0.0.1:{closed}"), format!("http://127.0.0.1:{closed}"));
+    let down = CratesIo::new(format!("http://127.0.0.1:{closed}"), format!("http://127.0.0.1:{closed}"))
+        .with_retries(2, std::time::Duration::from_millis(1));
     let err = down.latest("aiida-diff").unwrap_err();
     assert!(matches!(err, SourceError::Unreachable { .. }), "{err:?}");
 }
@@ -194,7 +197,9 @@ fn a_repository_s_description_licence_and_commit_activity_come_from_github() {
     server.reply(&format!("/repos/o/one{since}"), Reply::Json("[{\"sha\": \"a\"}]".to_owned()));
     server.reply(&format!("/repos/o/none{since}"), Reply::Json("[]".to_owned()));
     server.reply(&format!("/repos/o/limited{since}"), Reply::Status(403));
-    let github = aiida_hub::sources::GitHub::new(server.url(""), None);
+    server.reply("/repos/o/busy", Reply::Status(502));
+    let github =
+        aiida_hub::sources::GitHub::new(server.url(""), None).with_retries(2, std::time::Duration::from_millis(1));
 
     let metadata = github.metadata("o", "aiida-diff").unwrap();
     assert_eq!((metadata["description"].as_str(), metadata["license"].as_str()), (Some("Compare files"), Some("MIT")));
@@ -208,4 +213,7 @@ fn a_repository_s_description_licence_and_commit_activity_come_from_github() {
     assert_eq!(count("one"), Some(1), "one commit has no Link");
     assert_eq!(count("none"), Some(0));
     assert_eq!(count("limited"), None, "a refusal says nothing");
+    assert!(github.metadata("o", "busy").is_err());
+    assert_eq!(server.hits("/repos/o/busy"), 2, "a 502 is tried again, a 403 is not");
+    assert_eq!(server.hits(&format!("/repos/o/limited{since}")), 1);
 }

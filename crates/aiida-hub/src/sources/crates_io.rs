@@ -8,7 +8,7 @@ use std::time::Duration;
 use aiida_registry::PluginManifest;
 use serde_json::{Map, Value, json};
 
-use super::{SourceError, agent, get, get_json};
+use super::{Http, SourceError};
 
 const NAME: &str = "crates.io";
 
@@ -20,7 +20,7 @@ const CRATE_LIMIT: u64 = 64 * 1024 * 1024;
 pub struct CratesIo {
     api: String,
     files: String,
-    agent: ureq::Agent,
+    http: Http,
 }
 
 /// A version of a crate, as crates.io lists it.
@@ -45,17 +45,24 @@ impl Default for CratesIo {
 }
 
 impl CratesIo {
+    /// The same source, trying `attempts` times in all (a connection failure, a timeout, a 5xx
+    /// or a 429 is tried again), waiting `initial` before the second, twice as long each time.
+    pub fn with_retries(mut self, attempts: u32, initial: Duration) -> CratesIo {
+        self.http = self.http.with_retries(attempts, initial);
+        self
+    }
+
     /// The API at `api` (e.g. `https://crates.io`) and the files at `files`
     /// (`https://static.crates.io`); 30 s to answer.
     pub fn new(api: impl Into<String>, files: impl Into<String>) -> CratesIo {
         let trim = |s: String| s.trim_end_matches('/').to_owned();
-        CratesIo { api: trim(api.into()), files: trim(files.into()), agent: agent(Duration::from_secs(30)) }
+        CratesIo { api: trim(api.into()), files: trim(files.into()), http: Http::new(Duration::from_secs(30)) }
     }
 
     /// `GET /api/v1/crates/{name}`: `None` when there is no such crate.
     fn crate_record(&self, name: &str) -> Result<Option<(String, Value)>, SourceError> {
         let url = format!("{}/api/v1/crates/{name}", self.api);
-        Ok(get_json(&self.agent, NAME, &url, 16 * 1024 * 1024)?.map(|value| (url, value)))
+        Ok(self.http.get_json(NAME, &url, 16 * 1024 * 1024)?.map(|value| (url, value)))
     }
 
     /// The version of crate `name` the hub follows: crates.io's `default_version` (not yanked,
@@ -138,7 +145,7 @@ impl CratesIo {
     pub fn manifest(&self, name: &str, version: &str) -> Result<PluginManifest, SourceError> {
         let url = format!("{}/crates/{name}/{name}-{version}.crate", self.files);
         let malformed = |reason: String| SourceError::Malformed { source_name: NAME, what: url.clone(), reason };
-        let body = get(&self.agent, NAME, &url, CRATE_LIMIT)?.ok_or_else(|| SourceError::Status {
+        let body = self.http.get(NAME, &url, CRATE_LIMIT)?.ok_or_else(|| SourceError::Status {
             source_name: NAME,
             what: url.clone(),
             status: 404,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::{SourceError, agent};
+use super::{Http, SourceError};
 
 const NAME: &str = "GitHub";
 
@@ -15,7 +15,7 @@ const NAME: &str = "GitHub";
 pub struct GitHub {
     api: String,
     token: Option<String>,
-    agent: ureq::Agent,
+    http: Http,
 }
 
 impl Default for GitHub {
@@ -39,32 +39,45 @@ pub fn repository(url: &str) -> Option<(String, String)> {
 impl GitHub {
     /// The API at `api` (e.g. `https://api.github.com`); 30 s to answer.
     pub fn new(api: impl Into<String>, token: Option<String>) -> GitHub {
-        GitHub { api: api.into().trim_end_matches('/').to_owned(), token, agent: agent(Duration::from_secs(30)) }
+        GitHub { api: api.into().trim_end_matches('/').to_owned(), token, http: Http::new(Duration::from_secs(30)) }
     }
 
-    /// `GET {api}{path}`: the status, the `Link` header and the JSON body.
+    /// `GET {api}{path}`: the status, the `Link` header and the JSON body (retried on a 5xx or
+    /// 429, which are errors then).
     fn call(&self, path: &str) -> Result<(u16, Option<String>, Value, String), SourceError> {
         let url = format!("{}{path}", self.api);
-        let mut request = self.agent.get(&url).header("Accept", "application/vnd.github+json");
-        if let Some(token) = &self.token {
-            request = request.header("Authorization", &format!("Bearer {token}"));
-        }
-        let unreachable = |reason: String| SourceError::Unreachable { source_name: NAME, what: url.clone(), reason };
-        let response = request.call().map_err(|e| unreachable(e.to_string()))?;
-        let status = response.status().as_u16();
-        let link = response.headers().get("link").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let body = response.into_body().with_config().limit(16 * 1024 * 1024).read_to_vec();
-        let body = body.map_err(|e| unreachable(e.to_string()))?;
-        let value = if (200..300).contains(&status) {
-            serde_json::from_slice(&body).map_err(|e| SourceError::Malformed {
-                source_name: NAME,
-                what: url.clone(),
-                reason: e.to_string(),
-            })?
-        } else {
-            Value::Null
-        };
-        Ok((status, link, value, url))
+        self.http.retrying(|| {
+            let mut request = self.http.agent.get(&url).header("Accept", "application/vnd.github+json");
+            if let Some(token) = &self.token {
+                request = request.header("Authorization", &format!("Bearer {token}"));
+            }
+            let unreachable =
+                |reason: String| SourceError::Unreachable { source_name: NAME, what: url.clone(), reason };
+            let response = request.call().map_err(|e| unreachable(e.to_string()))?;
+            let status = response.status().as_u16();
+            if status >= 500 || status == 429 {
+                return Err(SourceError::Status { source_name: NAME, what: url.clone(), status });
+            }
+            let link = response.headers().get("link").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let body = response.into_body().with_config().limit(16 * 1024 * 1024).read_to_vec();
+            let body = body.map_err(|e| unreachable(e.to_string()))?;
+            let value = if (200..300).contains(&status) {
+                serde_json::from_slice(&body).map_err(|e| SourceError::Malformed {
+                    source_name: NAME,
+                    what: url.clone(),
+                    reason: e.to_string(),
+                })?
+            } else {
+                Value::Null
+            };
+            Ok((status, link, value, url.clone()))
+        })
+    }
+
+    /// The same source, trying `attempts` times in all, `initial` before the second.
+    pub fn with_retries(mut self, attempts: u32, initial: Duration) -> GitHub {
+        self.http = self.http.with_retries(attempts, initial);
+        self
     }
 
     /// The repository's description, licence (SPDX; GitHub's `NOASSERTION` is none), stars,

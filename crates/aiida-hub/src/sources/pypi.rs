@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::{SourceError, agent, get, get_json};
+use super::{Http, SourceError};
 
 const NAME: &str = "PyPI";
 
@@ -19,7 +19,7 @@ const WHEEL_LIMIT: u64 = 256 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct Pypi {
     base: String,
-    agent: ureq::Agent,
+    http: Http,
 }
 
 /// A release of a project, as PyPI lists it.
@@ -42,9 +42,16 @@ impl Default for Pypi {
 }
 
 impl Pypi {
+    /// The same source, trying `attempts` times in all (a connection failure, a timeout, a 5xx
+    /// or a 429 is tried again), waiting `initial` before the second, twice as long each time.
+    pub fn with_retries(mut self, attempts: u32, initial: Duration) -> Pypi {
+        self.http = self.http.with_retries(attempts, initial);
+        self
+    }
+
     /// The API at `base` (e.g. `https://pypi.org`); 30 s to answer.
     pub fn new(base: impl Into<String>) -> Pypi {
-        Pypi { base: base.into().trim_end_matches('/').to_owned(), agent: agent(Duration::from_secs(30)) }
+        Pypi { base: base.into().trim_end_matches('/').to_owned(), http: Http::new(Duration::from_secs(30)) }
     }
 
     /// `GET /pypi/{name}[/{version}]/json`; `None` when PyPI has no such project (or release).
@@ -53,7 +60,7 @@ impl Pypi {
             Some(version) => format!("{}/pypi/{name}/{version}/json", self.base),
             None => format!("{}/pypi/{name}/json", self.base),
         };
-        Ok(get_json(&self.agent, NAME, &url, 64 * 1024 * 1024)?.map(|value| (url, value)))
+        Ok(self.http.get_json(NAME, &url, 64 * 1024 * 1024)?.map(|value| (url, value)))
     }
 
     /// The latest release of project `name` (PyPI's `info.version`); `None` when there is no
@@ -69,59 +76,41 @@ impl Pypi {
     /// `aiida_version`, the specifier of its last requirement on aiida-core.
     pub fn metadata(&self, name: &str, version: &str) -> Result<Map<String, Value>, SourceError> {
         let (url, project) = self.release_record(name, version)?;
-        let info = project.get("info").ok_or_else(|| SourceError::Malformed {
-            source_name: NAME,
-            what: url.clone(),
-            reason: "no `info` object".to_owned(),
-        })?;
-        let mut metadata = Map::new();
-        for (from, to) in [
-            ("summary", "description"),
-            ("author", "author"),
-            ("author_email", "author_email"),
-            ("license", "license"),
-            ("home_page", "home_page"),
-            ("classifiers", "classifiers"),
-            ("version", "version"),
-        ] {
-            let value = info
-                .get(from)
-                .filter(|v| !v.is_null() && v.as_str() != Some("") && v.as_array().is_none_or(|a| !a.is_empty()));
-            if let Some(value) = value {
-                metadata.insert(to.into(), value.clone());
-            }
-        }
-        let uploaded = project.get("urls").and_then(Value::as_array).and_then(|files| files.first());
-        if let Some(day) = uploaded.and_then(|f| f.get("upload_time")).and_then(Value::as_str).and_then(|t| t.get(..10))
-        {
-            metadata.insert("release_date".into(), json!(day));
-        }
-        let requirements: Vec<&str> = info
-            .get("requires_dist")
-            .and_then(Value::as_array)
-            .map(|r| r.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        if let Some(specifier) = aiida_requirement(&requirements) {
-            metadata.insert("aiida_version".into(), json!(specifier));
-        }
-        Ok(metadata)
+        metadata_in(&url, &project)
     }
 
     /// The entry points of `name` at `version`, from its wheel's `entry_points.txt`: group ->
     /// name -> target. A release without a wheel is an error (aiida-registry's W019).
-    pub fn entry_points(
+    pub fn entry_points(&self, name: &str, version: &str) -> Result<EntryPoints, SourceError> {
+        let (url, project) = self.release_record(name, version)?;
+        self.entry_points_in(name, version, &url, &project)
+    }
+
+    /// [`metadata`](Self::metadata) and [`entry_points`](Self::entry_points) of a release, with
+    /// one request for its JSON.
+    pub fn metadata_and_entry_points(
         &self,
         name: &str,
         version: &str,
-    ) -> Result<BTreeMap<String, BTreeMap<String, String>>, SourceError> {
+    ) -> Result<(Map<String, Value>, EntryPoints), SourceError> {
         let (url, project) = self.release_record(name, version)?;
-        let wheel = release(name, &url, &project)?.wheel_url.ok_or_else(|| SourceError::Malformed {
+        Ok((metadata_in(&url, &project)?, self.entry_points_in(name, version, &url, &project)?))
+    }
+
+    fn entry_points_in(
+        &self,
+        name: &str,
+        version: &str,
+        url: &str,
+        project: &Value,
+    ) -> Result<EntryPoints, SourceError> {
+        let wheel = release(name, url, project)?.wheel_url.ok_or_else(|| SourceError::Malformed {
             source_name: NAME,
-            what: url.clone(),
+            what: url.to_owned(),
             reason: format!("{name} {version} has no wheel, so no entry points can be read (W019)"),
         })?;
         let malformed = |reason: String| SourceError::Malformed { source_name: NAME, what: wheel.clone(), reason };
-        let body = get(&self.agent, NAME, &wheel, WHEEL_LIMIT)?.ok_or_else(|| SourceError::Status {
+        let body = self.http.get(NAME, &wheel, WHEEL_LIMIT)?.ok_or_else(|| SourceError::Status {
             source_name: NAME,
             what: wheel.clone(),
             status: 404,
@@ -148,6 +137,48 @@ impl Pypi {
             status: 404,
         })
     }
+}
+
+/// Entry points: group -> name -> target.
+pub type EntryPoints = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The registry's metadata in a release's JSON (see [`Pypi::metadata`]).
+fn metadata_in(url: &str, project: &Value) -> Result<Map<String, Value>, SourceError> {
+    let info = project.get("info").ok_or_else(|| SourceError::Malformed {
+        source_name: NAME,
+        what: url.to_owned(),
+        reason: "no `info` object".to_owned(),
+    })?;
+    let mut metadata = Map::new();
+    for (from, to) in [
+        ("summary", "description"),
+        ("author", "author"),
+        ("author_email", "author_email"),
+        ("license", "license"),
+        ("home_page", "home_page"),
+        ("classifiers", "classifiers"),
+        ("version", "version"),
+    ] {
+        let value = info
+            .get(from)
+            .filter(|v| !v.is_null() && v.as_str() != Some("") && v.as_array().is_none_or(|a| !a.is_empty()));
+        if let Some(value) = value {
+            metadata.insert(to.into(), value.clone());
+        }
+    }
+    let uploaded = project.get("urls").and_then(Value::as_array).and_then(|files| files.first());
+    if let Some(day) = uploaded.and_then(|f| f.get("upload_time")).and_then(Value::as_str).and_then(|t| t.get(..10)) {
+        metadata.insert("release_date".into(), json!(day));
+    }
+    let requirements: Vec<&str> = info
+        .get("requires_dist")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if let Some(specifier) = aiida_requirement(&requirements) {
+        metadata.insert("aiida_version".into(), json!(specifier));
+    }
+    Ok(metadata)
 }
 
 /// The release a project's (or release's) JSON describes.
