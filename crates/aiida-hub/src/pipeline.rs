@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
-use crate::source_list::{ListVisibility, PackageIndex, SourceList, list_checks};
+use crate::source_list::{ListVisibility, PackageIndex, SourceEntry, SourceList, list_checks};
 use crate::sources::{CratesIo, Pypi, SourceError};
 use crate::store::{Store, StoreError, VersionRecord};
 
@@ -19,6 +19,29 @@ pub struct Sources {
     pub pypi: Pypi,
     /// crates.io.
     pub crates_io: CratesIo,
+}
+
+/// How many requests a pass makes at once (against all sources together).
+const CONCURRENCY: usize = 8;
+
+/// `work` on each item, at most `limit` at once, the results in the items' order.
+fn parallel<T: Sync, R: Send>(items: &[T], limit: usize, work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<Option<R>>> = std::sync::Mutex::new(items.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..limit.min(items.len()) {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(item) = items.get(index) else { break };
+                    let result = work(item);
+                    results.lock().unwrap_or_else(|e| e.into_inner())[index] = Some(result);
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.into_iter().map(|r| r.expect("every item was worked on")).collect()
 }
 
 /// What a pass did.
@@ -46,17 +69,18 @@ pub fn update(list: &SourceList, sources: &Sources, store: &mut Store) -> Result
     let mut summary = Summary::default();
     let mut found: BTreeMap<String, (&'static str, String)> = BTreeMap::new();
     let mut not_indexed: BTreeSet<String> = BTreeSet::new();
-    for entry in list.entries().filter(|e| e.visibility != ListVisibility::Blocked) {
-        let latest = match entry.index() {
-            PackageIndex::Pypi(project) => {
-                sources.pypi.latest(&project).map(|r| r.filter(|r| !r.yanked).map(|r| ("pypi", r.version)))
-            }
-            PackageIndex::CratesIo(krate) => {
-                sources.crates_io.latest(&krate).map(|r| r.filter(|r| !r.yanked).map(|r| ("crates.io", r.version)))
-            }
-            PackageIndex::None => Ok(None),
-        };
-        match latest {
+    let asked: Vec<&SourceEntry> = list.entries().filter(|e| e.visibility != ListVisibility::Blocked).collect();
+    let answers = parallel(&asked, CONCURRENCY, |entry| match entry.index() {
+        PackageIndex::Pypi(project) => {
+            sources.pypi.latest(&project).map(|r| r.filter(|r| !r.yanked).map(|r| ("pypi", r.version)))
+        }
+        PackageIndex::CratesIo(krate) => {
+            sources.crates_io.latest(&krate).map(|r| r.filter(|r| !r.yanked).map(|r| ("crates.io", r.version)))
+        }
+        PackageIndex::None => Ok(None),
+    });
+    for (entry, answer) in asked.iter().zip(answers) {
+        match answer {
             Ok(Some(found_version)) => drop(found.insert(entry.name.clone(), found_version)),
             Ok(None) => drop(not_indexed.insert(entry.name.clone())),
             Err(e) => summary.failed.push((entry.name.clone(), e.to_string())),
@@ -71,23 +95,29 @@ pub fn update(list: &SourceList, sources: &Sources, store: &mut Store) -> Result
     let far_fewer = lost > 2 && lost as f64 > 0.2 * before.len() as f64;
     summary.complete = summary.failed.is_empty() && !far_fewer;
 
+    // What is new is read at once (bounded), then stored in order.
+    let mut new_versions = Vec::new();
+    let known = store.known()?;
     for (plugin, (index, version)) in &found {
         let before = previous.get(plugin).map(|r| r.version.clone());
-        if store.has(plugin, version)? {
+        if known.contains(&(plugin.clone(), version.clone())) {
             if before.as_deref() == Some(version.as_str()) {
                 summary.unchanged += 1;
             } else {
                 store.follow(plugin, version)?;
                 summary.updated.push((plugin.clone(), before.unwrap_or_default(), version.clone()));
             }
-            continue;
+        } else if let Some(entry) = list.get(plugin) {
+            new_versions.push((entry, *index, version.as_str(), before));
         }
-        let Some(entry) = list.get(plugin) else { continue };
-        let record = read_version(entry, index, version, sources);
+    }
+    let records =
+        parallel(&new_versions, CONCURRENCY, |(entry, index, version, _)| read_version(entry, index, version, sources));
+    for ((entry, _, version, before), record) in new_versions.iter().zip(records) {
         store.record_latest(&record)?;
         match before {
-            Some(before) => summary.updated.push((plugin.clone(), before, version.clone())),
-            None => summary.new.push(plugin.clone()),
+            Some(before) => summary.updated.push((entry.name.clone(), before.clone(), (*version).to_owned())),
+            None => summary.new.push(entry.name.clone()),
         }
     }
     if summary.complete {
@@ -123,8 +153,7 @@ fn read_version(
     let read = || -> Result<(Value, Value), SourceError> {
         match entry.index() {
             PackageIndex::Pypi(project) => {
-                let metadata = sources.pypi.metadata(&project, version)?;
-                let entry_points = sources.pypi.entry_points(&project, version)?;
+                let (metadata, entry_points) = sources.pypi.metadata_and_entry_points(&project, version)?;
                 Ok((Value::Object(metadata), json!(entry_points)))
             }
             PackageIndex::CratesIo(krate) => {
@@ -176,7 +205,7 @@ pub fn registry(list: &SourceList, store: &mut Store) -> Result<Value, StoreErro
 }
 
 /// The registry's record of `entry` at version `record`.
-pub fn registry_record(entry: &crate::source_list::SourceEntry, record: &VersionRecord) -> Value {
+pub fn registry_record(entry: &SourceEntry, record: &VersionRecord) -> Value {
     let metadata = record.metadata.clone().unwrap_or_else(|| json!({}));
     let entry_points = record.entry_points.clone().unwrap_or_else(|| json!({}));
     let mut warnings: Vec<String> =

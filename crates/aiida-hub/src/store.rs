@@ -80,6 +80,12 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// Every (plugin, version) the store has, in one query.
+    pub fn known(&mut self) -> Result<std::collections::BTreeSet<(String, String)>, StoreError> {
+        let rows = self.client.query("SELECT plugin, version FROM hub_version", &[])?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
     /// Records `record` as the latest version of its plugin: the plugin's other versions are
     /// latest no more (stale).
     pub fn record_latest(&mut self, record: &VersionRecord) -> Result<(), StoreError> {
