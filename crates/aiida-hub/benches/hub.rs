@@ -62,8 +62,11 @@ fn main() {
         projects.push(project);
     }
     let list = SourceList::parse(&text).unwrap();
-    let sources =
-        Sources { pypi: Pypi::new(server.url("")), crates_io: CratesIo::new(server.url(""), server.url("/files")) };
+    let sources = Sources {
+        pypi: Pypi::new(server.url("")),
+        crates_io: CratesIo::new(server.url(""), server.url("/files")),
+        github: None,
+    };
     println!("aiida-hub benchmarks (release build), 1,000 plugins on a loopback PyPI");
     let mut done = 0;
     let mut timed = |what: &str, server: &Server| {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use aiida_hub::api::{Catalog, router};
 use aiida_hub::pipeline::{Sources, Summary, registry, update};
 use aiida_hub::source_list::SourceList;
-use aiida_hub::sources::{CratesIo, Pypi};
+use aiida_hub::sources::{CratesIo, GitHub, Pypi};
 use aiida_hub::store::Store;
 use clap::{Args, Parser, Subcommand};
 
@@ -67,6 +67,12 @@ struct PassArgs {
     /// The address of crates.io's files (the `.crate`s).
     #[arg(long, env = "AIIDA_HUB_CRATES_FILES", default_value = "https://static.crates.io")]
     crates_files: String,
+    /// GitHub's API address (a token in GITHUB_TOKEN raises its rate limit).
+    #[arg(long, env = "AIIDA_HUB_GITHUB", default_value = "https://api.github.com")]
+    github: String,
+    /// Do not ask GitHub.
+    #[arg(long)]
+    no_github: bool,
 }
 
 /// The store, and the temporary database behind it when none was given (dropped with it).
@@ -88,6 +94,7 @@ fn pass(args: &PassArgs, store: &mut Store, output: Option<&Path>) -> Result<(So
     let sources = Sources {
         pypi: Pypi::new(args.pypi.clone()),
         crates_io: CratesIo::new(args.crates_io.clone(), args.crates_files.clone()),
+        github: (!args.no_github).then(|| GitHub::new(args.github.clone(), std::env::var("GITHUB_TOKEN").ok())),
     };
     eprintln!("aiida-hub: {} plugins listed", list.len());
     let summary = update(&list, &sources, store)?;

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value, json};
 
 use crate::source_list::{ListVisibility, PackageIndex, SourceEntry, SourceList, list_checks};
-use crate::sources::{CratesIo, Pypi, SourceError};
+use crate::sources::{CratesIo, GitHub, Pypi, SourceError, repository};
 use crate::store::{Store, StoreError, VersionRecord};
 
 /// The sources a pass reads.
@@ -19,6 +19,9 @@ pub struct Sources {
     pub pypi: Pypi,
     /// crates.io.
     pub crates_io: CratesIo,
+    /// GitHub, for plugins whose code is there (description, licence, commits of the last
+    /// year); not asked when `None`.
+    pub github: Option<GitHub>,
 }
 
 /// How many requests a pass makes at once (against all sources together).
@@ -171,13 +174,59 @@ fn read_version(
         }
     };
     match read() {
-        Ok((metadata, entry_points)) => {
+        Ok((mut metadata, entry_points)) => {
+            if let (Some(github), Some((owner, repo)), Some(metadata)) =
+                (&sources.github, repository(&entry.code_home), metadata.as_object_mut())
+            {
+                enrich(github, &owner, &repo, metadata);
+            }
             record.metadata = Some(metadata);
             record.entry_points = Some(entry_points);
         }
         Err(e) => record.error = Some(chain(&e)),
     }
     record
+}
+
+/// What GitHub adds: its licence where the index gave none, its description where the index
+/// gave none, stars, and the commits of the last 365 days (as aiida-registry counts them). GitHub
+/// failing takes nothing away.
+fn enrich(github: &GitHub, owner: &str, repo: &str, metadata: &mut Map<String, Value>) {
+    match github.metadata(owner, repo) {
+        Ok(found) => {
+            for key in ["license", "description"] {
+                if let Some(value) = found.get(key).filter(|_| !metadata.contains_key(key)) {
+                    metadata.insert(key.to_owned(), value.clone());
+                }
+            }
+            if let Some(stars) = found.get("stars") {
+                metadata.insert("stars".to_owned(), stars.clone());
+            }
+        }
+        Err(_) => return,
+    }
+    let since = std::time::SystemTime::now() - std::time::Duration::from_secs(365 * 24 * 3600);
+    let since = rfc3339(since);
+    if let Ok(Some(count)) = github.commits_since(owner, repo, &since) {
+        metadata.insert("commits_count".to_owned(), json!(count));
+    }
+}
+
+/// `time` as `YYYY-MM-DDTHH:MM:SSZ`.
+fn rfc3339(time: std::time::SystemTime) -> String {
+    let seconds = time.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
 }
 
 /// `error` and its causes, on one line.
@@ -253,6 +302,35 @@ pub fn registry_record(entry: &SourceEntry, record: &VersionRecord) -> Value {
         "package_name": entry.package_name(), "pip_url": entry.pip_url, "documentation_url": entry.documentation_url,
         "development_status": status, "metadata": metadata, "aiida_version": aiida_version,
         "entry_points": entry_points, "pip_install_cmd": install, "warnings": warnings, "errors": errors,
-        "summaryinfo": [], "commits_count": -1,
+        "summaryinfo": [], "commits_count": metadata.get("commits_count").cloned().unwrap_or(json!(-1)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_in_utc() {
+        let at = |seconds: u64| rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z", "a leap day");
+    }
+
+    #[test]
+    fn work_is_done_in_order_with_a_bound() {
+        let running = std::sync::atomic::AtomicUsize::new(0);
+        let most = std::sync::atomic::AtomicUsize::new(0);
+        let items: Vec<usize> = (0..50).collect();
+        let results = parallel(&items, 4, |i| {
+            let now = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+            std::thread::yield_now();
+            running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            i * 2
+        });
+        assert_eq!(results, (0..50).map(|i| i * 2).collect::<Vec<_>>());
+        assert!(most.load(std::sync::atomic::Ordering::SeqCst) <= 4);
+    }
 }

@@ -72,14 +72,6 @@ impl Store {
         Ok(Store { client })
     }
 
-    /// Whether the store has `version` of `plugin`.
-    pub fn has(&mut self, plugin: &str, version: &str) -> Result<bool, StoreError> {
-        let row = self
-            .client
-            .query_opt("SELECT 1 FROM hub_version WHERE plugin = $1 AND version = $2", &[&plugin, &version])?;
-        Ok(row.is_some())
-    }
-
     /// Every (plugin, version) the store has, in one query.
     pub fn known(&mut self) -> Result<std::collections::BTreeSet<(String, String)>, StoreError> {
         let rows = self.client.query("SELECT plugin, version FROM hub_version", &[])?;

@@ -61,6 +61,7 @@ fn plugins_are_served_as_the_rules_say() {
         pypi: Pypi::new(server.url("")).with_retries(2, std::time::Duration::from_millis(1)),
         crates_io: CratesIo::new(server.url(""), server.url("/files"))
             .with_retries(2, std::time::Duration::from_millis(1)),
+        github: None,
     };
 
     // Served before any pass: the manifest is still processing.

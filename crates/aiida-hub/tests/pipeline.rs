@@ -7,7 +7,7 @@ mod common;
 
 use aiida_hub::pipeline::{Sources, registry, update};
 use aiida_hub::source_list::SourceList;
-use aiida_hub::sources::{CratesIo, Pypi};
+use aiida_hub::sources::{CratesIo, GitHub, Pypi};
 use aiida_hub::store::Store;
 use aiida_registry::testing::{Reply, Server};
 use common::{dot_crate, wheel};
@@ -83,10 +83,18 @@ fn passes_record_new_updated_unchanged_and_withdrawn_plugins_and_publish_the_reg
     publish_pypi(&server, "aiida-quiet", "quiet", "1.0.0", false);
     publish_pypi(&server, "aiida-banned", "banned", "1.0.0", false);
     publish_crate(&server, "aiida-rusty", "rusty", "0.1.0");
+    // GitHub knows aiida-diff's licence (PyPI gave none) and its commits of the year.
+    server.reply(
+        "/repos/o/aiida-diff",
+        Reply::Json(r#"{"license": {"spdx_id": "Apache-2.0"}, "stargazers_count": 3}"#.into()),
+    );
+    let last = format!("<{}?page=42>; rel=\"last\"", server.url("/repos/o/aiida-diff/commits"));
+    server.reply("/repos/o/aiida-diff/commits", Reply::JsonWithHeaders("[{}]".into(), vec![("Link".into(), last)]));
     let sources = Sources {
         pypi: Pypi::new(server.url("")).with_retries(2, std::time::Duration::from_millis(1)),
         crates_io: CratesIo::new(server.url(""), server.url("/files"))
             .with_retries(2, std::time::Duration::from_millis(1)),
+        github: Some(GitHub::new(server.url(""), None).with_retries(2, std::time::Duration::from_millis(1))),
     };
     let list = SourceList::parse(LIST).unwrap();
 
@@ -101,6 +109,9 @@ fn passes_record_new_updated_unchanged_and_withdrawn_plugins_and_publish_the_reg
     let diff = aiida_registry::RegistryEntry::from_record(parsed.get("diff").unwrap());
     assert_eq!(diff.entry_point_spec(), ["aiida.calculations:diff", "aiida.parsers:diff"]);
     assert_eq!((diff.version.as_deref(), diff.aiida_version.as_deref()), (Some("2.1.0"), Some(">=2.6,<3")));
+    assert_eq!(diff.license.as_deref(), Some("Apache-2.0"), "from GitHub");
+    assert_eq!(published["aiida-diff"]["commits_count"], 42);
+    assert_eq!(published["aiida-rusty"]["metadata"]["license"], "MIT", "crates.io's licence kept");
     let rusty = aiida_registry::RegistryEntry::from_record(parsed.get("rusty").unwrap());
     assert_eq!(rusty.entry_point_spec(), ["aiida.data:rusty.sequence"]);
     assert_eq!(rusty.install_command().unwrap(), "cargo add aiida-rusty@0.1.0");
@@ -159,6 +170,7 @@ fn a_broken_wheel_is_recorded_as_an_error_and_published_with_its_warning() {
         pypi: Pypi::new(server.url("")).with_retries(2, std::time::Duration::from_millis(1)),
         crates_io: CratesIo::new(server.url(""), server.url("/files"))
             .with_retries(2, std::time::Duration::from_millis(1)),
+        github: None,
     };
     let list =
         SourceList::parse("aiida-diff:\n  entry_point_prefix: diff\n  code_home: h\n  pip_url: aiida-diff\n").unwrap();
@@ -187,6 +199,7 @@ fn an_index_that_suddenly_lacks_many_plugins_withdraws_none() {
         pypi: Pypi::new(server.url("")).with_retries(2, std::time::Duration::from_millis(1)),
         crates_io: CratesIo::new(server.url(""), server.url("/files"))
             .with_retries(2, std::time::Duration::from_millis(1)),
+        github: None,
     };
     let list = SourceList::parse(&text).unwrap();
     assert_eq!(update(&list, &sources, &mut store).unwrap().new.len(), 4);

@@ -55,12 +55,12 @@ impl Server {
                         line.clear();
                     }
                     hits.lock().unwrap_or_else(|e| e.into_inner()).push(path.clone());
-                    let reply = replies
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get(&path)
-                        .cloned()
-                        .unwrap_or(Reply::Status(404));
+                    // The path with its query, else without it.
+                    let reply = {
+                        let replies = replies.lock().unwrap_or_else(|e| e.into_inner());
+                        let bare = path.split('?').next().unwrap_or_default();
+                        replies.get(&path).or_else(|| replies.get(bare)).cloned().unwrap_or(Reply::Status(404))
+                    };
                     let mut extra = String::new();
                     let (status, body, content_type) = match reply {
                         Reply::Json(body) => (200, body.into_bytes(), "application/json"),
@@ -91,7 +91,7 @@ impl Server {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    /// Answers `reply` on `path` from now on.
+    /// Answers `reply` on `path` from now on (a path without a query answers for any query).
     pub fn reply(&self, path: &str, reply: Reply) {
         self.replies.lock().unwrap_or_else(|e| e.into_inner()).insert(path.to_owned(), reply);
     }
