@@ -1,7 +1,8 @@
 //! The hub's HTTP API, served from a [`Catalog`] that each pass rebuilds (requests never wait on
 //! the database): the latest public plugins, one plugin's latest or exact version (public or
-//! hidden; blocked and unknown ones are 404), its manifest with napari-hub's reasons (503 while
-//! the first pass runs, 404 when it could not be read or discovered), CORS for browsers.
+//! hidden; blocked, invalid (its latest version could not be read) and unknown ones are 404),
+//! its manifest with napari-hub's reasons (503 while the first pass runs, 404 when it could not
+//! be read or discovered), CORS for browsers.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -48,9 +49,16 @@ impl Catalog {
         Ok(Catalog { ready: true, plugins })
     }
 
-    /// A plugin that may be served by name: listed, not blocked, with a version.
+    /// A plugin that may be served by name: listed, not blocked.
     fn servable(&self, name: &str) -> Option<&Served> {
         self.plugins.get(name).filter(|p| p.visibility != ListVisibility::Blocked)
+    }
+}
+
+impl Served {
+    /// Whether its latest version could not be read (napari-hub's invalid plugins).
+    fn invalid(&self) -> bool {
+        self.versions.iter().any(|v| v.latest && v.error.is_some())
     }
 }
 
@@ -92,14 +100,14 @@ async fn plugins(State(catalog): State<SharedCatalog>) -> Response {
     let listed: Map<String, Value> = catalog
         .plugins
         .iter()
-        .filter(|(_, p)| p.visibility == ListVisibility::Public)
+        .filter(|(_, p)| p.visibility == ListVisibility::Public && !p.invalid())
         .filter_map(|(name, p)| Some((name.clone(), p.record.clone()?)))
         .collect();
     answer(StatusCode::OK, Value::Object(listed))
 }
 
 async fn plugin(State(catalog): State<SharedCatalog>, Path(name): Path<String>) -> Response {
-    match read(&catalog).servable(&name).and_then(|p| p.record.clone()) {
+    match read(&catalog).servable(&name).filter(|p| !p.invalid()).and_then(|p| p.record.clone()) {
         Some(record) => answer(StatusCode::OK, record),
         None => not_found(format!("plugin `{name}` not found")),
     }

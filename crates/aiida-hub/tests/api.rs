@@ -81,7 +81,8 @@ fn plugins_are_served_as_the_rules_say() {
     assert_eq!((status, cors.as_deref()), (200, Some("*")));
     let mut listed: Vec<&String> = body.as_object().unwrap().keys().collect();
     listed.sort();
-    assert_eq!(listed, ["aiida-broken", "aiida-diff"], "hidden, blocked and undiscovered ones are not listed");
+    assert_eq!(listed, ["aiida-diff"], "hidden, blocked, invalid and undiscovered ones are not listed");
+    assert_eq!(ask(&base, "/plugins/aiida-broken").0, 404, "an invalid plugin is not served");
     assert_eq!(ask(&base, "/plugins/aiida-quiet").0, 200, "a hidden plugin is served by name");
     assert_eq!(ask(&base, "/plugins/aiida-banned").0, 404, "a blocked one is not");
     assert_eq!(ask(&base, "/plugins/aiida-none").0, 404);

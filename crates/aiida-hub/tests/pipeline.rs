@@ -161,7 +161,7 @@ fn passes_record_new_updated_unchanged_and_withdrawn_plugins_and_publish_the_reg
 }
 
 #[test]
-fn a_broken_wheel_is_recorded_as_an_error_and_published_with_its_warning() {
+fn a_broken_wheel_or_manifest_is_recorded_as_an_error_and_published_with_its_check() {
     let db = testpg::Server::shared().unwrap().database(&testpg::Template::empty()).unwrap();
     let mut store = Store::connect(&db.url()).unwrap();
     let server = Server::start().unwrap();
@@ -181,6 +181,21 @@ fn a_broken_wheel_is_recorded_as_an_error_and_published_with_its_warning() {
     let published = registry(&list, &mut store).unwrap();
     let warnings = published["aiida-diff"]["warnings"].as_array().unwrap();
     assert!(warnings.iter().any(|w| w.as_str().unwrap().starts_with("W020: ")), "{warnings:?}");
+    // A crate whose Cargo.toml has no plugin manifest: an error record too.
+    let body = dot_crate("aiida-plain", "1.0.0", &[("Cargo.toml", "[package]\nname = \"aiida-plain\"\n")]);
+    server.reply("/files/crates/aiida-plain/aiida-plain-1.0.0.crate", Reply::Bytes(body, "application/gzip"));
+    let record = serde_json::json!({"crate": {"default_version": "1.0.0"}, "versions": [{"num": "1.0.0"}]});
+    server.reply("/api/v1/crates/aiida-plain", Reply::Json(record.to_string()));
+    let plain =
+        SourceList::parse("aiida-plain:\n  entry_point_prefix: plain\n  code_home: h\n  crates_io: aiida-plain\n")
+            .unwrap();
+    assert_eq!(update(&plain, &sources, &mut store).unwrap().new, ["aiida-plain"]);
+    let error = store.latest().unwrap()["aiida-plain"].error.clone().unwrap();
+    assert!(
+        error.contains("the plugin manifest of aiida-plain 1.0.0: Cargo.toml has no [package.metadata.aiida.plugin]"),
+        "{error}"
+    );
+    assert!(registry(&plain, &mut store).unwrap()["aiida-plain"]["errors"][0].as_str().unwrap().starts_with("E004: "));
 }
 
 #[test]
