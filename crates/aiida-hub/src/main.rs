@@ -70,6 +70,9 @@ struct PassArgs {
     /// GitHub's API address (a token in GITHUB_TOKEN raises its rate limit).
     #[arg(long, env = "AIIDA_HUB_GITHUB", default_value = "https://api.github.com")]
     github: String,
+    /// The address of GitHub's raw files (`CITATION.cff`).
+    #[arg(long, env = "AIIDA_HUB_GITHUB_RAW", default_value = "https://raw.githubusercontent.com")]
+    github_raw: String,
     /// Do not ask GitHub.
     #[arg(long)]
     no_github: bool,
@@ -94,7 +97,9 @@ fn pass(args: &PassArgs, store: &mut Store, output: Option<&Path>) -> Result<(So
     let sources = Sources {
         pypi: Pypi::new(args.pypi.clone()),
         crates_io: CratesIo::new(args.crates_io.clone(), args.crates_files.clone()),
-        github: (!args.no_github).then(|| GitHub::new(args.github.clone(), std::env::var("GITHUB_TOKEN").ok())),
+        github: (!args.no_github).then(|| {
+            GitHub::new(args.github.clone(), std::env::var("GITHUB_TOKEN").ok()).with_raw(args.github_raw.clone())
+        }),
     };
     eprintln!("aiida-hub: {} plugins listed", list.len());
     let summary = update(&list, &sources, store)?;

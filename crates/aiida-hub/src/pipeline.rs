@@ -189,9 +189,12 @@ fn read_version(
 }
 
 /// What GitHub adds: its licence where the index gave none, its description where the index
-/// gave none, stars, and the commits of the last 365 days (as aiida-registry counts them). GitHub
-/// failing takes nothing away.
+/// gave none, stars, the authors of its `CITATION.cff` (which win), and the commits of the last
+/// 365 days (as aiida-registry counts them). GitHub failing takes nothing away.
 fn enrich(github: &GitHub, owner: &str, repo: &str, metadata: &mut Map<String, Value>) {
+    if let Ok(Some(authors)) = github.citation_authors(owner, repo) {
+        metadata.insert("author".to_owned(), json!(authors.join(", ")));
+    }
     match github.metadata(owner, repo) {
         Ok(found) => {
             for key in ["license", "description"] {
@@ -253,7 +256,8 @@ pub fn registry(list: &SourceList, store: &mut Store) -> Result<Value, StoreErro
     Ok(Value::Object(plugins))
 }
 
-/// The registry's record of `entry` at version `record`.
+/// The registry's record of `entry` at version `record`, with the checks its data allow
+/// (aiida-registry's codes): W002, W003, W006, W007, W009, W010, W019, W020 and E004.
 pub fn registry_record(entry: &SourceEntry, record: &VersionRecord) -> Value {
     let metadata = record.metadata.clone().unwrap_or_else(|| json!({}));
     let entry_points = record.entry_points.clone().unwrap_or_else(|| json!({}));
@@ -268,6 +272,11 @@ pub fn registry_record(entry: &SourceEntry, record: &VersionRecord) -> Value {
         } else {
             errors.push(format!("E004: {error}"));
         }
+    }
+    if let Some(classifiers) = metadata.get("classifiers").and_then(Value::as_array)
+        && !classifiers.iter().any(|c| c.as_str() == Some("Framework :: AiiDA"))
+    {
+        warnings.push("W003: the classifiers lack `Framework :: AiiDA`".to_owned());
     }
     let aiida_version = metadata.get("aiida_version").cloned().unwrap_or(Value::Null);
     if aiida_version.is_null() && record.error.is_none() {
@@ -316,6 +325,30 @@ mod tests {
         assert_eq!(at(0), "1970-01-01T00:00:00Z");
         assert_eq!(at(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z", "a leap day");
+    }
+
+    #[test]
+    fn the_checks_use_aiida_registry_s_codes() {
+        let list =
+            SourceList::parse("aiida-diff: {entry_point_prefix: diff, code_home: h, pip_url: aiida-diff}").unwrap();
+        let entry = list.get("aiida-diff").unwrap();
+        let record = |classifiers: Value, entry_points: Value| VersionRecord {
+            plugin: "aiida-diff".into(),
+            version: "1.0.0".into(),
+            index: "pypi".into(),
+            latest: true,
+            metadata: Some(json!({"classifiers": classifiers})),
+            entry_points: Some(entry_points),
+            error: None,
+        };
+        let warnings = |r: &VersionRecord| -> Vec<String> {
+            let value = registry_record(entry, r);
+            value["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()[..4].to_owned()).collect()
+        };
+        let plain = record(json!(["Programming Language :: Python"]), json!({"aiida.data": {"other.x": "m:X"}}));
+        assert_eq!(warnings(&plain), ["W003", "W002", "W010"]);
+        let good = record(json!(["Framework :: AiiDA"]), json!({"aiida.data": {"diff.x": "m:X"}}));
+        assert_eq!(warnings(&good), ["W002"], "no aiida-core requirement in this record");
     }
 
     #[test]

@@ -90,11 +90,18 @@ fn passes_record_new_updated_unchanged_and_withdrawn_plugins_and_publish_the_reg
     );
     let last = format!("<{}?page=42>; rel=\"last\"", server.url("/repos/o/aiida-diff/commits"));
     server.reply("/repos/o/aiida-diff/commits", Reply::JsonWithHeaders("[{}]".into(), vec![("Link".into(), last)]));
+    let citation =
+        "cff-version: 1.2.0\nauthors:\n  - given-names: Ann\n    family-names: Author\n  - name: The diff team\n";
+    server.reply("/raw/o/aiida-diff/HEAD/CITATION.cff", Reply::Bytes(citation.as_bytes().to_vec(), "text/plain"));
     let sources = Sources {
         pypi: Pypi::new(server.url("")).with_retries(2, std::time::Duration::from_millis(1)),
         crates_io: CratesIo::new(server.url(""), server.url("/files"))
             .with_retries(2, std::time::Duration::from_millis(1)),
-        github: Some(GitHub::new(server.url(""), None).with_retries(2, std::time::Duration::from_millis(1))),
+        github: Some(
+            GitHub::new(server.url(""), None)
+                .with_raw(server.url("/raw"))
+                .with_retries(2, std::time::Duration::from_millis(1)),
+        ),
     };
     let list = SourceList::parse(LIST).unwrap();
 
@@ -110,6 +117,7 @@ fn passes_record_new_updated_unchanged_and_withdrawn_plugins_and_publish_the_reg
     assert_eq!(diff.entry_point_spec(), ["aiida.calculations:diff", "aiida.parsers:diff"]);
     assert_eq!((diff.version.as_deref(), diff.aiida_version.as_deref()), (Some("2.1.0"), Some(">=2.6,<3")));
     assert_eq!(diff.license.as_deref(), Some("Apache-2.0"), "from GitHub");
+    assert_eq!(diff.author.as_deref(), Some("Ann Author, The diff team"), "CITATION.cff's authors win");
     assert_eq!(published["aiida-diff"]["commits_count"], 42);
     assert_eq!(published["aiida-rusty"]["metadata"]["license"], "MIT", "crates.io's licence kept");
     let rusty = aiida_registry::RegistryEntry::from_record(parsed.get("rusty").unwrap());

@@ -10,10 +10,12 @@ use super::{Http, SourceError};
 
 const NAME: &str = "GitHub";
 
-/// GitHub's REST API at a configurable address, with an optional token (higher rate limits).
+/// GitHub's REST API and its raw files at configurable addresses, with an optional token
+/// (higher rate limits).
 #[derive(Debug, Clone)]
 pub struct GitHub {
     api: String,
+    raw: String,
     token: Option<String>,
     http: Http,
 }
@@ -39,7 +41,18 @@ pub fn repository(url: &str) -> Option<(String, String)> {
 impl GitHub {
     /// The API at `api` (e.g. `https://api.github.com`); 30 s to answer.
     pub fn new(api: impl Into<String>, token: Option<String>) -> GitHub {
-        GitHub { api: api.into().trim_end_matches('/').to_owned(), token, http: Http::new(Duration::from_secs(30)) }
+        GitHub {
+            api: api.into().trim_end_matches('/').to_owned(),
+            raw: "https://raw.githubusercontent.com".to_owned(),
+            token,
+            http: Http::new(Duration::from_secs(30)),
+        }
+    }
+
+    /// The same, with the raw files (`CITATION.cff`) at `raw`.
+    pub fn with_raw(mut self, raw: impl Into<String>) -> GitHub {
+        self.raw = raw.into().trim_end_matches('/').to_owned();
+        self
     }
 
     /// `GET {api}{path}`: the status, the `Link` header and the JSON body (retried on a 5xx or
@@ -101,6 +114,39 @@ impl GitHub {
             }
         }
         Ok(metadata)
+    }
+
+    /// The authors its `CITATION.cff` names (`given-names family-names`, or `name`), in order;
+    /// `None` when it has none.
+    pub fn citation_authors(&self, owner: &str, repo: &str) -> Result<Option<Vec<String>>, SourceError> {
+        let url = format!("{}/{owner}/{repo}/HEAD/CITATION.cff", self.raw);
+        let Some(body) = self.http.get(NAME, &url, 1024 * 1024)? else { return Ok(None) };
+        let citation: Value = serde_yaml_ng::from_slice(&body).map_err(|e| SourceError::Malformed {
+            source_name: NAME,
+            what: url.clone(),
+            reason: e.to_string(),
+        })?;
+        let authors: Vec<String> = citation
+            .get("authors")
+            .and_then(Value::as_array)
+            .map(|authors| {
+                authors
+                    .iter()
+                    .filter_map(|author| {
+                        let part = |key: &str| {
+                            author.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty())
+                        };
+                        match (part("given-names"), part("family-names"), part("name")) {
+                            (Some(given), Some(family), _) => Some(format!("{given} {family}")),
+                            (None, Some(family), _) => Some(family.to_owned()),
+                            (_, _, Some(name)) => Some(name.to_owned()),
+                            _ => None,
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Some(authors).filter(|a| !a.is_empty()))
     }
 
     /// How many commits the repository had since `since` (RFC 3339); `None` when GitHub does not
