@@ -117,21 +117,7 @@ impl Store {
             "SELECT plugin, version, index_name, latest, metadata, entry_points, error FROM hub_version WHERE latest",
             &[],
         )?;
-        Ok(rows
-            .iter()
-            .map(|row| {
-                let record = VersionRecord {
-                    plugin: row.get(0),
-                    version: row.get(1),
-                    index: row.get(2),
-                    latest: row.get(3),
-                    metadata: row.get(4),
-                    entry_points: row.get(5),
-                    error: row.get(6),
-                };
-                (record.plugin.clone(), record)
-            })
-            .collect())
+        Ok(rows.iter().map(version_record).map(|record| (record.plugin.clone(), record)).collect())
     }
 
     /// Every version of `plugin`, oldest discovered first.
@@ -141,23 +127,25 @@ impl Store {
              WHERE plugin = $1 ORDER BY discovered, version",
             &[&plugin],
         )?;
-        Ok(rows
-            .iter()
-            .map(|row| VersionRecord {
-                plugin: row.get(0),
-                version: row.get(1),
-                index: row.get(2),
-                latest: row.get(3),
-                metadata: row.get(4),
-                entry_points: row.get(5),
-                error: row.get(6),
-            })
-            .collect())
+        Ok(rows.iter().map(version_record).collect())
     }
 
     /// Records a pass.
     pub fn record_run(&mut self, complete: bool, discovered: i32) -> Result<(), StoreError> {
         self.client.execute("INSERT INTO hub_run (complete, discovered) VALUES ($1, $2)", &[&complete, &discovered])?;
         Ok(())
+    }
+}
+
+/// A row of `SELECT plugin, version, index_name, latest, metadata, entry_points, error`.
+fn version_record(row: &postgres::Row) -> VersionRecord {
+    VersionRecord {
+        plugin: row.get(0),
+        version: row.get(1),
+        index: row.get(2),
+        latest: row.get(3),
+        metadata: row.get(4),
+        entry_points: row.get(5),
+        error: row.get(6),
     }
 }
