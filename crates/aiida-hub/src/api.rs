@@ -37,8 +37,9 @@ impl Catalog {
     /// The catalog of `list` after a pass that `summary` sums up.
     pub fn build(list: &SourceList, store: &mut Store, summary: &Summary) -> Result<Catalog, StoreError> {
         let mut plugins = BTreeMap::new();
+        let mut all = store.all_versions()?;
         for entry in list.entries() {
-            let versions = store.versions(&entry.name)?;
+            let versions = all.remove(&entry.name).unwrap_or_default();
             let record = versions.iter().find(|v| v.latest).map(|latest| registry_record(entry, latest));
             let discovery_failed = summary.failed.iter().any(|(plugin, _)| plugin == &entry.name);
             plugins.insert(

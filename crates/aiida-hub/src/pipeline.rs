@@ -183,7 +183,7 @@ fn read_version(
             record.metadata = Some(metadata);
             record.entry_points = Some(entry_points);
         }
-        Err(e) => record.error = Some(chain(&e)),
+        Err(e) => record.error = Some(aiida::report::Chain(&e).to_string()),
     }
     record
 }
@@ -208,40 +208,10 @@ fn enrich(github: &GitHub, owner: &str, repo: &str, metadata: &mut Map<String, V
         }
         Err(_) => return,
     }
-    let since = std::time::SystemTime::now() - std::time::Duration::from_secs(365 * 24 * 3600);
-    let since = rfc3339(since);
+    let since = (chrono::Utc::now() - chrono::Duration::days(365)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     if let Ok(Some(count)) = github.commits_since(owner, repo, &since) {
         metadata.insert("commits_count".to_owned(), json!(count));
     }
-}
-
-/// `time` as `YYYY-MM-DDTHH:MM:SSZ`.
-fn rfc3339(time: std::time::SystemTime) -> String {
-    let seconds = time.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-    let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
-}
-
-/// `error` and its causes, on one line.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The registry of the public plugins with a latest version, in aiida-registry's
@@ -318,14 +288,6 @@ pub fn registry_record(entry: &SourceEntry, record: &VersionRecord) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_are_rfc3339_in_utc() {
-        let at = |seconds: u64| rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds));
-        assert_eq!(at(0), "1970-01-01T00:00:00Z");
-        assert_eq!(at(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z", "a leap day");
-    }
 
     #[test]
     fn the_checks_use_aiida_registry_s_codes() {

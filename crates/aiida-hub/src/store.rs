@@ -120,6 +120,20 @@ impl Store {
         Ok(rows.iter().map(version_record).map(|record| (record.plugin.clone(), record)).collect())
     }
 
+    /// Every version of every plugin, by plugin, oldest discovered first: one query.
+    pub fn all_versions(&mut self) -> Result<BTreeMap<String, Vec<VersionRecord>>, StoreError> {
+        let rows = self.client.query(
+            "SELECT plugin, version, index_name, latest, metadata, entry_points, error FROM hub_version
+             ORDER BY plugin, discovered, version",
+            &[],
+        )?;
+        let mut versions: BTreeMap<String, Vec<VersionRecord>> = BTreeMap::new();
+        for record in rows.iter().map(version_record) {
+            versions.entry(record.plugin.clone()).or_default().push(record);
+        }
+        Ok(versions)
+    }
+
     /// Every version of `plugin`, oldest discovered first.
     pub fn versions(&mut self, plugin: &str) -> Result<Vec<VersionRecord>, StoreError> {
         let rows = self.client.query(
