@@ -157,6 +157,8 @@ pub struct RegistryClient {
     url: String,
     cache_dir: PathBuf,
     timeout: Duration,
+    /// The HTTP client (its connections are reused across requests).
+    agent: ureq::Agent,
     /// The cache file as last read, while it is unchanged (modification time and length).
     memo: Arc<Mutex<Option<Memo>>>,
 }
@@ -175,6 +177,7 @@ impl RegistryClient {
             url: url.into(),
             cache_dir: cache_dir.into(),
             timeout: Duration::from_secs(10),
+            agent: agent(Duration::from_secs(10)),
             memo: Arc::default(),
         }
     }
@@ -192,6 +195,7 @@ impl RegistryClient {
     /// The same, waiting `timeout` at most for an answer.
     pub fn with_timeout(mut self, timeout: Duration) -> RegistryClient {
         self.timeout = timeout;
+        self.agent = agent(timeout);
         self
     }
 
@@ -452,14 +456,8 @@ impl RegistryClient {
 
     /// The body at `url` (a 2xx answer), within the timeout.
     fn fetch(&self, url: &str) -> Result<Vec<u8>, RegistryError> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(self.timeout))
-            .http_status_as_error(false)
-            .user_agent(concat!("aiida-rs-registry/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
         let timeout = || RegistryError::Timeout { url: url.to_owned(), timeout: self.timeout };
-        let response = agent.get(url).call().map_err(|e| match e {
+        let response = self.agent.get(url).call().map_err(|e| match e {
             ureq::Error::Timeout(_) => timeout(),
             ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => timeout(),
             other => RegistryError::Connect { url: url.to_owned(), source: Box::new(other) },
@@ -475,6 +473,16 @@ impl RegistryClient {
         })?;
         Ok(body)
     }
+}
+
+/// An HTTP client giving up after `timeout`, statuses returned rather than errors.
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .user_agent(concat!("aiida-rs-registry/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
 }
 
 /// The entry-point name in `text`: `group:name` or `name` as it is; a node type

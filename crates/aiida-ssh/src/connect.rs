@@ -114,21 +114,7 @@ pub(crate) async fn connect(hostname: &str, params: &SshParams, home: &Path) -> 
         let stream = ChildStream { io: tokio::io::join(stdout, stdin), _child: child };
         handshake(&destination, params, stream, None).await?
     } else {
-        let address = (destination.host.as_str(), destination.port);
-        let tcp = match tokio::time::timeout(destination.timeout, tokio::net::TcpStream::connect(address)).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return Err(fail(format!(
-                    "nothing listens on port {} there (connection refused): check the computer's hostname and port",
-                    destination.port
-                )));
-            }
-            Ok(Err(e)) => return Err(fail(format!("{e}: check the computer's hostname and that the host is up"))),
-            Err(_) => return Err(fail(no_answer(destination.timeout))),
-        };
-        let _ = tcp.set_nodelay(true);
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
-        handshake(&destination, params, tcp, Some(fd)).await?
+        open(&destination, params, None).await?
     };
     Ok(Connection { handle, _hops: hops, target: destination.target(), user: destination.user })
 }
@@ -204,10 +190,18 @@ async fn open(
         }
         None => {
             let address = (destination.host.as_str(), destination.port);
-            let tcp = tokio::time::timeout(destination.timeout, tokio::net::TcpStream::connect(address))
-                .await
-                .map_err(|_| fail(no_answer(destination.timeout)))?
-                .map_err(|e| fail(e.to_string()))?;
+            let tcp = match tokio::time::timeout(destination.timeout, tokio::net::TcpStream::connect(address)).await {
+                Ok(Ok(tcp)) => tcp,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    return Err(fail(format!(
+                        "nothing listens on port {} there (connection refused): check the computer's hostname and \
+                         port",
+                        destination.port
+                    )));
+                }
+                Ok(Err(e)) => return Err(fail(format!("{e}: check the computer's hostname and that the host is up"))),
+                Err(_) => return Err(fail(no_answer(destination.timeout))),
+            };
             let _ = tcp.set_nodelay(true);
             let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
             handshake(destination, params, tcp, Some(fd)).await
