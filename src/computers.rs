@@ -125,15 +125,23 @@ fn clash(storage: &aiida::storage::Storage, label: &str, spec: &ComputerSpec) ->
 /// A new work folder for a computer: in the run's scratch folder, removed when the run ends (in
 /// a temporary folder on a real `AIIDA_TEST_PROFILE` profile, which outlives runs).
 fn work_folder(label: &str) -> Result<PathBuf, FixtureError> {
-    let base = if std::env::var_os(TEST_PROFILE_ENV).is_some() {
-        std::env::temp_dir().join("aiida-fixtures-work")
-    } else {
-        testpg::Server::shared()?.run_dir().join("aiida").join("work")
-    };
+    let base = run_folder("work")?;
     let safe: String = label.chars().map(|c| if c.is_alphanumeric() || c == '-' { c } else { '_' }).collect();
     let path = base.join(format!("{safe}-{}", random_hex(4)));
     std::fs::create_dir_all(&path).map_err(|e| FixtureError::io("create", &path, e))?;
     Ok(path)
+}
+
+/// The run's folder `name`, made when missing: in the run's scratch folder (removed when the run
+/// ends); in the temporary folder on a real `AIIDA_TEST_PROFILE` profile, which outlives runs.
+pub(crate) fn run_folder(name: &str) -> Result<PathBuf, FixtureError> {
+    let dir = if std::env::var_os(TEST_PROFILE_ENV).is_some() {
+        std::env::temp_dir().join("aiida-fixtures-work").join(name)
+    } else {
+        testpg::Server::shared()?.run_dir().join("aiida").join(name)
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| FixtureError::io("create", &dir, e))?;
+    Ok(dir)
 }
 
 /// Gets or creates `core.local` + `core.direct` computers (the `aiida_computer_local` fixture).

@@ -12,9 +12,9 @@ use aiida::orm::Computer;
 use aiida_ssh::sshd::{PrivateSshd, generate_key_pair};
 use serde_json::{Map, Value, json};
 
-use crate::computers::{ComputerFactory, ComputerSpec};
+use crate::computers::{ComputerFactory, ComputerSpec, run_folder};
 use crate::error::FixtureError;
-use crate::profile::{TEST_PROFILE_ENV, random_hex};
+use crate::profile::random_hex;
 
 /// The environment variable naming a real host for [`SshComputerFactory`] instead of the private
 /// server: `[user@]host[:port]`, reached with the user's own SSH configuration and keys (or the
@@ -24,18 +24,6 @@ pub const TEST_SSH_HOST_ENV: &str = "AIIDA_TEST_SSH_HOST";
 /// A private key for a real host named in [`TEST_SSH_HOST_ENV`].
 pub const TEST_SSH_KEY_ENV: &str = "AIIDA_TEST_SSH_KEY";
 
-/// Where this run keeps its SSH files: in the run's folder (removed with the run); beside the
-/// work folders of a real test profile otherwise.
-fn ssh_dir() -> Result<PathBuf, FixtureError> {
-    let dir = if std::env::var_os(TEST_PROFILE_ENV).is_some() {
-        std::env::temp_dir().join("aiida-fixtures-work").join("ssh")
-    } else {
-        testpg::Server::shared()?.run_dir().join("aiida").join("ssh")
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| FixtureError::io("create", &dir, e))?;
-    Ok(dir)
-}
-
 /// The run's key pair (made by the first process of the run that asks): the private key's path;
 /// the public key is beside it, with `.pub`.
 pub(crate) fn run_key() -> Result<PathBuf, FixtureError> {
@@ -43,7 +31,7 @@ pub(crate) fn run_key() -> Result<PathBuf, FixtureError> {
     if let Some(key) = KEY.get() {
         return Ok(key.clone());
     }
-    let dir = ssh_dir()?;
+    let dir = run_folder("ssh")?;
     let key = dir.join("key").join("id_ed25519");
     if !key.is_file() {
         // Made in a folder aside and renamed into place: of processes racing, one pair wins, whole.
@@ -65,7 +53,7 @@ fn private_server() -> Result<u16, FixtureError> {
             let key = run_key()?;
             let public = std::fs::read_to_string(key.with_extension("pub"))
                 .map_err(|e| FixtureError::io("read", &key.with_extension("pub"), e))?;
-            let dir = ssh_dir()?.join(format!("sshd-{}-{}", std::process::id(), random_hex(4)));
+            let dir = run_folder("ssh")?.join(format!("sshd-{}-{}", std::process::id(), random_hex(4)));
             std::fs::create_dir_all(&dir).map_err(|e| FixtureError::io("create", &dir, e))?;
             // Started from a thread that lives as long as the process: the server's parent-death
             // signal comes when the thread that started it ends.
