@@ -2,7 +2,7 @@
 """Prints aiida-core's node hashes for the nodes of the tests in crates/aiida/src/orm/hash.rs.
 
 Run with aiida-core 2.9.4 installed (scripts/check-aiida-core makes such a venv):
-    /tmp/aiida-venv/bin/python scripts/aiida-core-hashes.py
+    ~/.cache/aiida-fixtures/aiida-core-2.9.4-venv/bin/python scripts/aiida-core-hashes.py
 Each line: name, the `_aiida_hash` extra that storing set, `compute_hash()` of the stored node.
 """
 
